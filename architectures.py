@@ -1,0 +1,107 @@
+"""The two networks of the paper as plain data (ALGORITHM.md §2), and numbers derived from it.
+
+Both the Keras builders (models.py) and the spiking simulator (spiking_utils.py) read these
+tables, so an architecture is written down exactly once.
+"""
+from dataclasses import dataclass
+
+INPUT_SHAPE = (34, 34, 1)  # N-MNIST frame: (height, width, channels)
+NUM_CLASSES = 10
+
+MODEL_NAMES = ("lenet", "mlp")
+PRECISIONS = ("full", "k0", "k1", "k2")
+MODEL_FOLDERS = {"lenet": "LeNet", "mlp": "MLP"}  # where each model's scripts, checkpoints and logs live
+FIGURE_PREFIXES = {"lenet": "scnn", "mlp": "smlp"}  # the authors' figure names: scnn_accuracy_n_mnist.png
+DISPLAY_NAMES = {"lenet": "LeNet", "mlp": "MLP 400-400"}
+
+
+@dataclass(frozen=True)
+class HiddenLayer:
+    """One weight layer followed by BN -> ReLU -> q_k (a spiking layer after conversion)."""
+
+    name: str  # prefix of its arrays in model_n_mnist.npz: conv1 -> conv1_kernel, bn1_*
+    kind: str  # "conv" or "dense"
+    units: int  # filters of a convolution, units of a dense layer
+    kernel_size: int = 1
+    stride: int = 1
+
+
+ARCHITECTURES = {
+    "lenet": (
+        HiddenLayer("conv1", "conv", 12, kernel_size=5, stride=1),
+        HiddenLayer("conv2", "conv", 12, kernel_size=2, stride=2),
+        HiddenLayer("conv3", "conv", 64, kernel_size=4, stride=1),
+        HiddenLayer("conv4", "conv", 64, kernel_size=2, stride=2),
+    ),
+    "mlp": (
+        HiddenLayer("dense1", "dense", 400),
+        HiddenLayer("dense2", "dense", 400),
+    ),
+}
+
+
+def precision_to_k(precision):
+    """'full' -> -1 (no quantizer), 'k0' -> 0, 'k1' -> 1, 'k2' -> 2."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return -1 if precision == "full" else int(precision[1:])
+
+
+def k_to_precision(k):
+    return "full" if k == -1 else f"k{k}"
+
+
+def check_model_name(model):
+    if model not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODEL_NAMES)}")
+    return model
+
+
+def layer_shapes(model):
+    """[(input_shape, output_shape), ...] of each hidden layer, then the output layer.
+
+    Convolutions are 'valid' with the layer's stride; a dense layer flattens its input.
+    """
+    shape = INPUT_SHAPE
+    shapes = []
+    for layer in ARCHITECTURES[check_model_name(model)]:
+        if layer.kind == "conv":
+            height = (shape[0] - layer.kernel_size) // layer.stride + 1
+            width = (shape[1] - layer.kernel_size) // layer.stride + 1
+            out = (height, width, layer.units)
+        else:
+            out = (layer.units,)
+        shapes.append((shape, out))
+        shape = out
+    shapes.append((shape, (NUM_CLASSES,)))
+    return shapes
+
+
+def _size(shape):
+    size = 1
+    for dim in shape:
+        size *= dim
+    return size
+
+
+def layer_macs(model):
+    """Multiply-accumulates of each weight layer (hidden layers, then the output layer)."""
+    macs = []
+    layers = list(ARCHITECTURES[check_model_name(model)]) + [None]
+    for layer, (shape_in, shape_out) in zip(layers, layer_shapes(model)):
+        if layer is not None and layer.kind == "conv":
+            fan_in = layer.kernel_size * layer.kernel_size * shape_in[2]
+        else:
+            fan_in = _size(shape_in)
+        macs.append(_size(shape_out) * fan_in)
+    return macs
+
+
+def ann_ops_per_sample(model):
+    """The paper's ANN operation count (§5): 3 x the MACs of every layer but the first."""
+    return 3 * sum(layer_macs(model)[1:])
+
+
+def spiking_neuron_count(model):
+    """Number of spiking neurons after conversion: every hidden layer's outputs."""
+    return sum(_size(shape_out) for _, shape_out in layer_shapes(model)[:-1])

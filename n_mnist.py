@@ -1,0 +1,251 @@
+"""N-MNIST recordings and frames (ALGORITHM.md §1 and §6).
+
+- `decode_events`: one `.bin` recording (40-bit events) -> x, y, polarity, timestamp arrays.
+- `encode_events`: the inverse, used by the demo emulator and the tests.
+- `on_event_frame`: ON events counted per pixel, `frame[y, x]`.
+- `iter_recordings`: every recording of a split, from a folder or straight from a zip archive.
+- `save_frames` / `load_frames`: the frame dataset `.npz` and the loader every later script uses.
+"""
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from cli import UserError, atomic_path
+
+SENSOR_SIZE = 34  # the ATIS sensor crop used by N-MNIST: 34 x 34 pixels
+EVENT_BYTES = 5  # 40 bits per event
+OVERFLOW_MARKER_Y = 240  # a record with y == 240 is a timestamp-overflow marker, not an event
+OVERFLOW_STEP_US = 2**13  # what each marker adds to the timestamps after it (the dataset reader's constant)
+MAX_TIMESTAMP_US = 2**23 - 1  # the 23-bit timestamp field
+FRAME_SCALE = 32.0  # network input = ON count / 32
+SPLITS = ("Train", "Test")
+DIGITS = tuple(str(d) for d in range(10))
+PUBLISHED_MD5 = {
+    "Train.zip": "20959b8e626244a1b502305a9e6e2031",
+    "Test.zip": "69ca8762b2fe404d9b9bad1103e97832",
+}
+DEFAULT_DATA = Path("data") / "n_mnist.npz"
+
+
+@dataclass
+class Events:
+    """Events of one recording, in file order. All arrays have shape (n_events,)."""
+
+    x: np.ndarray  # uint8, 0..33
+    y: np.ndarray  # uint8, 0..33
+    polarity: np.ndarray  # uint8, 1 = ON (brighter), 0 = OFF
+    timestamp: np.ndarray  # int64, microseconds
+
+    def __len__(self):
+        return len(self.x)
+
+
+def decode_events(source, name=None):
+    """Decode one recording from a path or from its bytes; `name` labels errors.
+
+    Records with y == 240 are overflow markers: each adds 2**13 µs to every later event and is
+    dropped. Raises UserError for a size that is not a multiple of 5 or coordinates outside 0..33.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        name = name or "<bytes>"
+    else:
+        name = name or str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as error:
+            raise UserError(f"{name}: cannot read ({error.strerror})") from None
+    if len(data) % EVENT_BYTES:
+        raise UserError(f"{name}: truncated recording ({len(data)} bytes is not a multiple of {EVENT_BYTES})")
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, EVENT_BYTES)  # (n_records, 5)
+    x, y, third = records[:, 0], records[:, 1], records[:, 2]
+    timestamp = (
+        (third.astype(np.int64) & 0x7F) << 16 | records[:, 3].astype(np.int64) << 8 | records[:, 4]
+    )
+    is_marker = y == OVERFLOW_MARKER_Y
+    if is_marker.any():
+        overflows_before = np.cumsum(is_marker) - is_marker  # markers strictly before each record
+        timestamp = timestamp + OVERFLOW_STEP_US * overflows_before
+        keep = ~is_marker
+        x, y, third, timestamp = x[keep], y[keep], third[keep], timestamp[keep]
+    if len(x) and (x.max() >= SENSOR_SIZE or y.max() >= SENSOR_SIZE):
+        bad = int(np.flatnonzero((x >= SENSOR_SIZE) | (y >= SENSOR_SIZE))[0])
+        raise UserError(
+            f"{name}: event {bad} has coordinates x={x[bad]}, y={y[bad]} outside 0..{SENSOR_SIZE - 1}"
+        )
+    return Events(x=x, y=y, polarity=third >> 7, timestamp=timestamp)
+
+
+def encode_events(events):
+    """Bytes of a recording in the official 40-bit format (no overflow markers are written)."""
+    if len(events) and (events.timestamp.min() < 0 or events.timestamp.max() > MAX_TIMESTAMP_US):
+        raise ValueError("timestamps must lie in 0..2**23-1 µs")
+    records = np.empty((len(events), EVENT_BYTES), dtype=np.uint8)
+    timestamp = np.asarray(events.timestamp, dtype=np.int64)
+    records[:, 0] = events.x
+    records[:, 1] = events.y
+    records[:, 2] = (np.asarray(events.polarity, dtype=np.int64) << 7) | (timestamp >> 16)
+    records[:, 3] = (timestamp >> 8) & 0xFF
+    records[:, 4] = timestamp & 0xFF
+    return records.tobytes()
+
+
+def on_event_frame(events):
+    """ON events counted per pixel: uint16 array (34, 34) indexed [y, x]."""
+    on = events.polarity == 1
+    pixel = events.y[on].astype(np.intp) * SENSOR_SIZE + events.x[on]
+    return np.bincount(pixel, minlength=SENSOR_SIZE * SENSOR_SIZE).reshape(SENSOR_SIZE, SENSOR_SIZE).astype(np.uint16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding recordings: <raw>/Train/<digit>/<id>.bin or <raw>/Train.zip holding Train/<digit>/<id>.bin
+
+
+def _sort_key(stem):
+    """MNIST order: numeric file names sort by their number, others by name after them."""
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+def _list_folder_split(split_dir):
+    """[(stem, label, path)] of the .bin files under split_dir/<digit>/."""
+    entries, digit_folders = [], set()
+    for child in sorted(split_dir.iterdir()):
+        if not child.is_dir():
+            continue
+        if child.name not in DIGITS:
+            raise UserError(f"{child}: folder name is not a digit 0..9")
+        digit_folders.add(int(child.name))
+        entries += [(path.stem, int(child.name), path) for path in child.glob("*.bin")]
+    _check_all_digits(split_dir, digit_folders)
+    return entries
+
+
+def _list_zip_split(archive_path, split):
+    """[(stem, label, member name)] of the .bin members <split>/<digit>/<id>.bin of a zip archive."""
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise UserError(f"{archive_path}: not a readable zip archive ({error})") from None
+    entries, digit_folders = [], set()
+    with archive:
+        for member in archive.namelist():
+            path = PurePosixPath(member)
+            if member.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", member) or ".." in path.parts:
+                raise UserError(f"{archive_path}: unsafe archive member path {member!r}")
+            parts = path.parts[1:] if path.parts[:1] == (split,) else path.parts
+            if not parts or parts[0].startswith(("__MACOSX", ".")):
+                continue
+            is_folder = member.endswith("/") or len(parts) > 1
+            if is_folder and parts[0] not in DIGITS:
+                raise UserError(f"{archive_path}: member {member!r}: folder name is not a digit 0..9")
+            if is_folder:
+                digit_folders.add(int(parts[0]))
+            if len(parts) == 2 and member.endswith(".bin"):
+                entries.append((path.stem, int(parts[0]), member))
+    _check_all_digits(archive_path, digit_folders)
+    return entries
+
+
+def _check_all_digits(where, digit_folders):
+    missing = sorted(set(range(10)) - digit_folders)
+    if missing:
+        raise UserError(f"{where}: missing digit folder(s) {', '.join(map(str, missing))}")
+
+
+def find_split(raw, split):
+    """Where a split lives: ('folder', path) or ('zip', path); UserError if neither exists."""
+    raw = Path(raw)
+    if (raw / split).is_dir():
+        return "folder", raw / split
+    if (raw / f"{split}.zip").is_file():
+        return "zip", raw / f"{split}.zip"
+    raise UserError(f"{raw}: missing split: neither {split}/ nor {split}.zip")
+
+
+def list_recordings(raw, split):
+    """The recordings of a split in MNIST order: (kind, source, [(label, name), ...])."""
+    kind, source = find_split(raw, split)
+    entries = _list_folder_split(source) if kind == "folder" else _list_zip_split(source, split)
+    entries.sort(key=lambda entry: _sort_key(entry[0]))
+    return kind, source, [(label, name) for _, label, name in entries]
+
+
+def iter_recordings(raw, split):
+    """Yield (label, name, bytes) for every recording of a split, reading zips without extracting."""
+    kind, source, entries = list_recordings(raw, split)
+    if kind == "folder":
+        for label, path in entries:
+            yield label, str(path), path.read_bytes()
+    else:
+        with zipfile.ZipFile(source) as archive:
+            for label, member in entries:
+                yield label, f"{source}:{member}", archive.read(member)
+
+
+# ---------------------------------------------------------------------------------------------
+# The frame dataset (§6)
+
+FRAME_KEYS = {"x_train": np.uint16, "y_train": np.uint8, "x_test": np.uint16, "y_test": np.uint8}
+
+
+def save_frames(path, x_train, y_train, x_test, y_test):
+    """Write the frame dataset atomically: uint16 counts (N, 34, 34) [sample, y, x], uint8 labels."""
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    arrays = {key: np.asarray(value).astype(FRAME_KEYS[key]) for key, value in arrays.items()}
+    _check_frame_arrays(path, arrays)
+    with atomic_path(path, suffix=".npz") as temporary:
+        np.savez_compressed(temporary, **arrays)
+
+
+def _check_frame_arrays(path, arrays):
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or x.shape[1:] != (SENSOR_SIZE, SENSOR_SIZE):
+            raise UserError(f"{path}: x_{split} has shape {x.shape}, expected (N, 34, 34)")
+        if y.shape != (x.shape[0],):
+            raise UserError(f"{path}: y_{split} has shape {y.shape}, expected ({x.shape[0]},)")
+        if len(y) and (y.min() < 0 or y.max() > 9):
+            raise UserError(f"{path}: y_{split} holds labels outside 0..9")
+
+
+def load_frame_counts(path):
+    """The raw arrays of a frame dataset, validated: {'x_train': uint16 (N, 34, 34), ...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: data file not found (run `python preprocessing_n_mnist.py --demo` first)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in FRAME_KEYS if key not in archive.files]
+            if missing:
+                raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
+            arrays = {key: archive[key] for key in FRAME_KEYS}
+    except UserError:
+        raise
+    except Exception as error:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
+        raise UserError(f"{path}: not a readable frame dataset ({type(error).__name__}: {error})") from None
+    for key, dtype in FRAME_KEYS.items():
+        if arrays[key].dtype != dtype:
+            raise UserError(f"{path}: {key} has dtype {arrays[key].dtype}, expected {np.dtype(dtype).name}")
+    _check_frame_arrays(path, arrays)
+    return arrays
+
+
+def load_frames(path, train_limit=None, test_limit=None):
+    """Network inputs: (x_train, y_train, x_test, y_test).
+
+    x: float32 (N, 34, 34, 1) = ON count / 32; y: int64 labels. `*_limit` keeps the first N samples.
+    """
+    arrays = load_frame_counts(path)
+
+    def prepare(split, limit):
+        x, y = arrays[f"x_{split}"][:limit], arrays[f"y_{split}"][:limit]
+        if len(x) == 0:
+            raise UserError(f"{path}: the {split} split is empty")
+        return (x.astype(np.float32) / FRAME_SCALE)[..., None], y.astype(np.int64)
+
+    x_train, y_train = prepare("train", train_limit)
+    x_test, y_test = prepare("test", test_limit)
+    return x_train, y_train, x_test, y_test

@@ -5,6 +5,10 @@ tables, so an architecture is written down exactly once.
 """
 from dataclasses import dataclass
 
+BN_MOMENTUM = 0.9  # BN moving statistics decay 0.9, as in the authors' TensorFlow code
+BN_EPSILON = 1e-5  # not the Keras default
+QUANTIZER_TIE_NUDGE = 1e-5  # q_k(a) = round(a * 2**k + 1e-5) / 2**k: pushes exact .5 ties upwards
+
 INPUT_SHAPE = (34, 34, 1)  # N-MNIST frame: (height, width, channels)
 NUM_CLASSES = 10
 

@@ -41,6 +41,9 @@ def atomic_path(path, suffix=None):
     suffix = path.suffix if suffix is None else suffix
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
     try:
         yield Path(temporary)
         os.replace(temporary, path)

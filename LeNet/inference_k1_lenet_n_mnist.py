@@ -1,0 +1,12 @@
+"""Evaluate the ANN: LeNet, precision k1, on N-MNIST frames.
+
+    python LeNet/inference_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
+
+import evaluation
+
+MODEL, PRECISION = "lenet", "k1"
+
+if __name__ == "__main__":
+    evaluation.main_ann(MODEL, PRECISION)

@@ -1,0 +1,12 @@
+"""Simulate the spiking LeNet converted from the k1 quantized ANN; writes the four logs and snn_results.json.
+
+    python LeNet/inference_k1_slenet_n_mnist.py --data data/n_mnist_demo.npz --check-lossless
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
+
+import evaluation
+
+MODEL, PRECISION = "lenet", "k1"
+
+if __name__ == "__main__":
+    evaluation.main_snn(MODEL, PRECISION)

@@ -1,0 +1,164 @@
+"""Evaluate a trained model: the quantized ANN (Keras) or its spiking conversion (spiking_utils).
+
+Both read `model_n_mnist.npz` (§6), so any parameter file in that format can be evaluated.
+
+    python LeNet/inference_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz     # ANN
+    python LeNet/inference_k1_slenet_n_mnist.py --data data/n_mnist_demo.npz    # SNN, T = 40
+"""
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import models
+import spiking_utils
+from architectures import ARCHITECTURES, MODEL_FOLDERS, ann_ops_per_sample, k_to_precision, precision_to_k
+from cli import REPO_ROOT, UserError, run_main, write_text_atomic
+from n_mnist import DEFAULT_DATA, load_frames
+from training import default_model_dir
+
+ANN_RESULTS_FILE = "ann_results.json"
+SNN_RESULTS_FILE = "snn_results.json"
+ANN_BATCH_SIZE = 500  # samples per forward pass; any value gives the same results
+
+
+def default_log_dir(model, precision):
+    """<Model>/figs/k<k>/ inside the repository, where the figure scripts look for the logs."""
+    return REPO_ROOT / MODEL_FOLDERS[model] / "figs" / precision
+
+
+def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit=None):
+    """Test accuracy of the ANN in model_dir/model_n_mnist.npz; writes ann_results.json beside it.
+
+    Also records the largest activation of each hidden layer: times 2**k it is the largest spike
+    count a neuron of the converted SNN needs, which bounds the time steps it needs.
+    """
+    import keras
+
+    k = precision_to_k(precision)
+    model_dir = Path(model_dir or default_model_dir(model, precision))
+    params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k)
+    _, _, x_test, y_test = load_frames(data, train_limit=1, test_limit=test_limit)
+    keras_model = models.build_model(model, k)
+    models.assign_parameters(keras_model, params, model)
+    n_hidden = len(ARCHITECTURES[model])
+    probe = keras.Model(keras_model.input,
+                        [keras_model.get_layer(f"act{i}").output for i in range(1, n_hidden + 1)] + [keras_model.output])
+    correct, largest = 0, np.zeros(n_hidden)
+    for start in range(0, len(x_test), ANN_BATCH_SIZE):
+        *activations, logits = probe(x_test[start : start + ANN_BATCH_SIZE], training=False)
+        correct += int((np.argmax(keras.ops.convert_to_numpy(logits), axis=1) == y_test[start : start + ANN_BATCH_SIZE]).sum())
+        largest = np.maximum(largest, [float(keras.ops.max(a)) for a in activations])
+    results = {"model": model, "precision": precision, "k": k, "accuracy": correct / len(y_test), "n_test": len(y_test),
+               "max_activation_per_layer": {layer.name: value for layer, value in zip(ARCHITECTURES[model], largest.tolist())}}
+    print(f"test accuracy: {100 * results['accuracy']:.2f}%")
+    for name, value in results["max_activation_per_layer"].items():
+        bound = f" (at most {value * 2**k:.0f} spikes per neuron in the SNN)" if k >= 0 else ""
+        print(f"  largest activation after {name}: {value:.4g}{bound}")
+    write_text_atomic(model_dir / ANN_RESULTS_FILE, json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def check_writable(folder):
+    """Fail before a long simulation, not after it, when the log folder cannot be written."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"{folder}: log directory is not writable ({error.strerror or error})") from None
+
+
+def summarize_logs(columns, n_test, time_steps, model):
+    """snn_results.json from the log columns: per-step accuracy and per-sample counters (§5)."""
+    final = {name: int(values[:, -1].sum()) for name, values in columns.items()}
+    accuracy = (columns["accuracy.txt"].sum(axis=0) / n_test).tolist()
+    return {
+        "accuracy_per_step": accuracy,
+        "final_accuracy": accuracy[-1],
+        "steps_to_final": spiking_utils.steps_to_final(accuracy),
+        "positive_spikes_per_sample": (final["spike_num.txt"] + final["spike_collect.txt"]) / 2 / n_test,
+        "negative_spikes_per_sample": (final["spike_num.txt"] - final["spike_collect.txt"]) / 2 / n_test,
+        "sops_per_sample": final["sop_num.txt"] / n_test,
+        "ann_ops_per_sample": ann_ops_per_sample(model),
+        "n_test": n_test,
+        "time_steps": time_steps,
+    }
+
+
+def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=None,
+                 time_steps=spiking_utils.TIME_STEPS, batch_size=spiking_utils.LOG_BATCH_SIZE,
+                 test_limit=None, check_lossless=False, progress=True):
+    """Simulate the converted SNN on the test set; write the four logs and snn_results.json."""
+    k = precision_to_k(precision)
+    if k < 0:
+        raise UserError("the full-precision model has no spiking version (§3)")
+    if time_steps < 1 or batch_size < 1:
+        raise UserError(f"--time-steps and --batch-size must be at least 1 (got {time_steps} and {batch_size})")
+    model_dir = Path(model_dir or default_model_dir(model, precision))
+    log_dir = Path(log_dir or default_log_dir(model, precision))
+    params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k, quantized_only=True)
+    _, _, x_test, y_test = load_frames(data, train_limit=1, test_limit=test_limit)
+    check_writable(log_dir)
+
+    network = spiking_utils.convert(params)
+    result = spiking_utils.simulate(network, x_test, time_steps, check_lossless=check_lossless, progress=progress)
+    columns = spiking_utils.write_logs(log_dir, result, y_test, batch_size)
+    results = summarize_logs(columns, len(y_test), time_steps, model)
+    print(f"SNN {model} {precision}: final accuracy {100 * results['final_accuracy']:.2f}% "
+          f"after {results['steps_to_final']} of {time_steps} steps; logs in {log_dir}")
+    if check_lossless:
+        report = spiking_utils.lossless_report(result, network)
+        results["lossless_check"] = report
+        print(f"lossless check: {report['mismatching_neurons']} mismatching neurons "
+              f"({100 * report['mismatching_neuron_share']:.5f}%), in {report['samples_with_mismatching_neurons']} samples; "
+              f"{report['mismatching_predictions']} of {len(y_test)} predictions differ from the quantized ANN "
+              f"({100 * report['mismatching_prediction_share']:.2f}%); all predictions match from step "
+              f"{report['first_step_all_predictions_match'] or 'never'}")
+    write_text_atomic(log_dir / SNN_RESULTS_FILE, json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def parse_args(model, precision, spiking, argv=None):
+    folder = MODEL_FOLDERS[model]
+    kind = "spiking network converted from" if spiking else "ANN"
+    parser = argparse.ArgumentParser(description=f"Evaluate the {kind} {model} at precision {precision} on the N-MNIST test set.")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="frame dataset (default: %(default)s)")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help=f"folder holding model_n_mnist.npz (default: {folder}/checkpoints/{precision}/)")
+    parser.add_argument("--test-limit", type=int, default=None, metavar="N", help="use the first N test samples")
+    if spiking:
+        parser.add_argument("--log-dir", type=Path, default=None, help=f"where the logs go (default: {folder}/figs/{precision}/)")
+        parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS, help="T (default: %(default)s)")
+        parser.add_argument("--batch-size", type=int, default=spiking_utils.LOG_BATCH_SIZE,
+                            help="samples per log line group (default: %(default)s, the authors' batch)")
+        parser.add_argument("--check-lossless", action="store_true",
+                            help="compare every neuron's spike count with 2**k x the quantized ANN activation")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.test_limit is not None and args.test_limit < 1:
+        raise UserError(f"--test-limit must be at least 1, got {args.test_limit}")
+    return args
+
+
+def main_ann(model, precision, argv=None):
+    """Entry point of the thin ANN inference scripts."""
+
+    def run(argv):
+        args = parse_args(model, precision, spiking=False, argv=argv)
+        evaluate_ann(model, precision, args.data, args.model_dir, args.test_limit)
+
+    return run_main(run, argv)
+
+
+def main_snn(model, precision, argv=None):
+    """Entry point of the thin SNN inference scripts."""
+
+    def run(argv):
+        args = parse_args(model, precision, spiking=True, argv=argv)
+        evaluate_snn(model, precision, args.data, args.model_dir, args.log_dir, args.time_steps, args.batch_size,
+                     args.test_limit, args.check_lossless, progress=not args.quiet)
+
+    return run_main(run, argv)

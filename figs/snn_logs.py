@@ -1,0 +1,392 @@
+"""Read the SNN logs of ALGORITHM.md §4, and the plumbing the three figure scripts share.
+
+A log folder (e.g. `LeNet/figs/k1/`) holds four text files with one integer per line,
+batch-major (batch 0 steps 0..T-1, then batch 1, ...):
+
+    accuracy.txt       correct predictions of the batch at that step
+    spike_num.txt      positive + negative spikes so far (cumulative within the batch)
+    spike_collect.txt  positive - negative spikes so far
+    sop_num.txt        synaptic operations so far
+
+`read_logs(folder)` turns them into per-step, per-sample numbers (`SnnLog`). T and the
+number of test samples N come from `snn_results.json` in the folder when it is there;
+otherwise T is inferred from where the cumulative counters restart, and N is
+batches x batch size.
+"""
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from architectures import DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES
+from cli import REPO_ROOT, UserError, atomic_path
+from spiking_utils import LOG_BATCH_SIZE, LOG_FILES, steps_to_final
+
+DEFAULT_BATCH_SIZE = LOG_BATCH_SIZE  # only used when a folder has no snn_results.json
+RESULTS_FILE = "snn_results.json"
+KS = (0, 1, 2)  # the quantization precisions that have an SNN
+FIGURE_DPI = 160
+K_COLORS = {0: "tab:blue", 1: "tab:orange", 2: "tab:green"}
+ANN_COLOR = "0.35"
+
+
+# --------------------------------------------------------------------------- reading logs
+
+@dataclass(frozen=True)
+class SnnLog:
+    """One SNN run, per time step (arrays of length T; index t is step t + 1)."""
+
+    folder: Path
+    time_steps: int  # T
+    n_test: int  # N, the number of test samples
+    n_batches: int
+    accuracy: np.ndarray  # fraction of the N samples classified correctly at each step
+    spikes: np.ndarray  # spike_num / N: positive + negative spikes per sample
+    net_spikes: np.ndarray  # spike_collect / N: positive - negative spikes per sample
+    sops: np.ndarray  # sop_num / N: synaptic operations per sample
+    positive: np.ndarray  # (spike_num + spike_collect) / 2 / N
+    negative: np.ndarray  # (spike_num - spike_collect) / 2 / N
+    steps_to_final: int  # first step (from 1) from which the accuracy stays at its final value
+
+    @property
+    def final_accuracy(self):
+        return float(self.accuracy[-1])
+
+
+def read_column(path):
+    """The whole numbers of a log file, one per line, as int64.
+
+    `593333.0` is accepted (the authors wrote spike_collect that way); `1.5`, `abc` or a
+    blank line in the middle raise a UserError naming the file and line.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing log file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read: {error}") from None
+    while lines and not lines[-1].strip():  # tolerate trailing blank lines
+        lines.pop()
+    if not lines:
+        raise UserError(f"{path}: empty log file")
+    values = np.empty(len(lines), dtype=np.int64)
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        try:
+            values[number - 1] = int(text)
+            continue
+        except ValueError:
+            pass
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not value.is_integer():
+            raise UserError(f"{path}:{number}: expected a whole number, got {text!r}")
+        values[number - 1] = int(value)
+    return values
+
+
+def infer_time_steps(spike_num, sop_num):
+    """Largest divisor T of the line count such that both counters never decrease inside a
+    block of T lines (they are cumulative within a batch and restart at each batch).
+
+    A block size T qualifies exactly when every line where a counter drops starts a block,
+    i.e. when T divides each such line index; the largest such divisor of the line count is
+    the greatest common divisor of the line count and those indices.
+    """
+    count = len(spike_num)
+    drops = [np.flatnonzero(np.diff(column) < 0) + 1 for column in (spike_num, sop_num)]
+    return int(np.gcd.reduce(np.concatenate([[count], *drops]).astype(np.int64)))
+
+
+def _read_results_json(path, count):
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: cannot read: {error}") from None
+    if not isinstance(results, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    numbers = {}
+    for key in ("time_steps", "n_test"):
+        value = results.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{path}: '{key}' must be a positive integer, got {value!r}")
+        numbers[key] = value
+    if count % numbers["time_steps"]:
+        raise UserError(
+            f"{path.parent / LOG_FILES[0]}: {count} lines is not a multiple of "
+            f"time_steps={numbers['time_steps']} from {path.name}")
+    return numbers["time_steps"], numbers["n_test"]
+
+
+def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE):
+    """Read the four §4 log files of `folder` into an `SnnLog` (per-sample, per-step numbers)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such log folder")
+    columns = {name: read_column(folder / name) for name in LOG_FILES}
+    lengths = {name: len(column) for name, column in columns.items()}
+    if len(set(lengths.values())) > 1:
+        listing = ", ".join(f"{name} {length}" for name, length in lengths.items())
+        raise UserError(f"{folder}: log files have different lengths ({listing} lines)")
+    correct, spike_num, spike_collect, sop_num = (columns[name] for name in LOG_FILES)
+    count = len(correct)
+
+    results_path = folder / RESULTS_FILE
+    if results_path.exists():
+        time_steps, n_test = _read_results_json(results_path, count)
+        n_batches = count // time_steps
+    else:
+        if batch_size < 1:
+            raise UserError(f"batch size must be positive, got {batch_size}")
+        time_steps = infer_time_steps(spike_num, sop_num)
+        n_batches = count // time_steps
+        n_test = n_batches * batch_size
+
+    for name, column in columns.items():
+        if name != "spike_collect.txt" and column.min() < 0:
+            line = int(np.argmax(column < 0)) + 1
+            raise UserError(f"{folder / name}:{line}: negative count {column[line - 1]}")
+    bad = np.flatnonzero(np.abs(spike_collect) > spike_num)
+    if len(bad):
+        line = int(bad[0]) + 1
+        raise UserError(
+            f"{folder / 'spike_collect.txt'}:{line}: net spike count {spike_collect[line - 1]} "
+            f"exceeds spike_num {spike_num[line - 1]}")
+
+    def per_step(column):  # sum over batches of each step's line
+        return column.reshape(n_batches, time_steps).sum(axis=0)
+
+    correct_per_step = per_step(correct)
+    if correct_per_step.max() > n_test:
+        raise UserError(
+            f"{folder / 'accuracy.txt'}: {correct_per_step.max()} correct answers at one step "
+            f"but only {n_test} test samples (wrong batch size?)")
+    spikes, net = per_step(spike_num), per_step(spike_collect)
+    return SnnLog(
+        folder=folder,
+        time_steps=time_steps,
+        n_test=n_test,
+        n_batches=n_batches,
+        accuracy=correct_per_step / n_test,
+        spikes=spikes / n_test,
+        net_spikes=net / n_test,
+        sops=per_step(sop_num) / n_test,
+        positive=(spikes + net) / 2 / n_test,
+        negative=(spikes - net) / 2 / n_test,
+        steps_to_final=steps_to_final(correct_per_step),
+    )
+
+
+def has_logs(folder):
+    """True when `folder` holds at least one of the log files (a run was logged there)."""
+    return any((Path(folder) / name).exists() for name in LOG_FILES)
+
+
+# --------------------------------------------------------------------------- figure scripts
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors become one-line UserErrors (see cli.run_main)."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def figure_parser(description, compare=False):
+    """The flags every figure script takes (plus --compare-root where `compare`)."""
+    parser = _Parser(description=description)
+    parser.add_argument("--model", choices=MODEL_NAMES, default=None,
+                        metavar="{" + "|".join(MODEL_NAMES) + "}",
+                        help="plot one model (default: both)")
+    parser.add_argument("--log-root", metavar="DIR", type=Path, default=None,
+                        help="folder holding k0/, k1/, k2/ log folders, or <Model>/k*/ "
+                             "(default: <Model>/figs under the repository root)")
+    parser.add_argument("--out-dir", metavar="DIR", type=Path, default=None,
+                        help="where the PNGs go (default: <Model>/figs under the repository root)")
+    parser.add_argument("--batch-size", metavar="N", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                        help=f"SNN batch size, used only for a log folder without {RESULTS_FILE} "
+                             "(default: %(default)s, the authors' batch)")
+    parser.add_argument("--ann-results", metavar="PATH", type=Path, default=None,
+                        help="full-precision ANN results JSON "
+                             "(default: <Model>/checkpoints/full/ann_results.json)")
+    if compare:
+        parser.add_argument("--compare-root", metavar="DIR", type=Path, default=None,
+                            help="a second set of logs (same layout as --log-root) drawn dashed, "
+                                 "e.g. the authors' paper_logs")
+        parser.add_argument("--compare-label", metavar="TEXT", default="authors",
+                            help="legend label of the --compare-root curves (default: %(default)s)")
+    return parser
+
+
+def note(message):
+    """Informational line (missing logs, missing ANN results) on stderr; stdout lists the PNGs."""
+    print(message, file=sys.stderr)
+
+
+def resolve_log_root(root, model):
+    """Folder holding k0/, k1/, k2/ for `model`: the default <Model>/figs, `root` itself, or
+    `root/<Model>` when `root` has no k*/ logs but that folder exists (one root for both models).
+    """
+    if root is None:
+        return REPO_ROOT / MODEL_FOLDERS[model] / "figs"
+    root = Path(root)
+    nested = root / MODEL_FOLDERS[model]
+    if not any(has_logs(root / f"k{k}") for k in KS) and nested.is_dir():
+        return nested
+    return root
+
+
+def load_model_logs(root, model, batch_size, required=True):
+    """{k: SnnLog} of the precisions logged under `root`; prints a note naming missing ones.
+
+    A precision whose folder has none of the log files is missing; one with only some of
+    them is malformed (UserError). With no precision at all: UserError if `required`.
+    """
+    root = resolve_log_root(root, model)
+    logs, missing = {}, []
+    for k in KS:
+        folder = root / f"k{k}"
+        if has_logs(folder):
+            logs[k] = read_logs(folder, batch_size)
+        else:
+            missing.append(k)
+    if not logs:
+        if required:
+            raise UserError(f"{root}: no SNN logs for {DISPLAY_NAMES[model]} (expected k0/, k1/ or k2/ "
+                            f"holding {', '.join(LOG_FILES)})")
+        note(f"note: no SNN logs for {DISPLAY_NAMES[model]} under {root}")
+    elif missing:
+        names = ", ".join(f"k{k}" for k in missing)
+        note(f"note: {DISPLAY_NAMES[model]}: no logs for {names} under {root}; plotting the others")
+    return logs
+
+
+def read_ann_accuracy(path, model):
+    """Full-precision ANN accuracy (fraction) from `ann_results.json`, or None (with a note)."""
+    if path is None:
+        path = REPO_ROOT / MODEL_FOLDERS[model] / "checkpoints" / "full" / "ann_results.json"
+    path = Path(path)
+    if not path.exists():
+        note(f"note: {path} not found; plotting {DISPLAY_NAMES[model]} without the ANN accuracy")
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: cannot read: {error}") from None
+    if not isinstance(results, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    if "model" in results and results["model"] != model:
+        raise UserError(f"{path}: holds results of model {results['model']!r}, not {model!r} "
+                        f"(pass --model)")
+    if results.get("precision", "full") != "full" or results.get("k", -1) != -1:
+        raise UserError(f"{path}: not a full-precision result (precision {results.get('precision')!r})")
+    accuracy = results.get("accuracy")
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 1:
+        raise UserError(f"{path}: 'accuracy' must be a fraction between 0 and 1, got {accuracy!r}")
+    return float(accuracy)
+
+
+@dataclass(frozen=True)
+class FigureInputs:
+    """Everything one model's figure needs, read before any figure is written."""
+
+    model: str
+    logs: dict  # {k: SnnLog} of the precisions that were logged
+    ann_accuracy: object  # full-precision ANN accuracy (fraction), or None
+    compare_logs: dict  # {k: SnnLog} from --compare-root ({} without it)
+
+
+def load_figure_inputs(args):
+    """Read the logs (and ANN results) of every selected model; raise before plotting anything."""
+    inputs = []
+    for model in (args.model,) if args.model else MODEL_NAMES:
+        logs = load_model_logs(args.log_root, model, args.batch_size)
+        compare_root = getattr(args, "compare_root", None)
+        compare_logs = {}
+        if compare_root is not None:
+            compare_logs = load_model_logs(compare_root, model, args.batch_size, required=False)
+        ann_accuracy = read_ann_accuracy(args.ann_results, model)
+        inputs.append(FigureInputs(model, logs, ann_accuracy, compare_logs))
+    return inputs
+
+
+def output_path(args, model, figure_name):
+    out_dir = REPO_ROOT / MODEL_FOLDERS[model] / "figs" if args.out_dir is None else args.out_dir
+    return Path(out_dir) / f"{FIGURE_PREFIXES[model]}_{figure_name}_n_mnist.png"
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend, with readable default fonts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "font.size": 11, "axes.titlesize": 13, "axes.labelsize": 12, "legend.fontsize": 10,
+        "xtick.labelsize": 10, "ytick.labelsize": 10, "axes.spines.top": False,
+        "axes.spines.right": False,
+    })
+    return plt
+
+
+def save_figure(figure, path):
+    """Write `figure` to `path` atomically as a PNG, close it and print the path."""
+    plt = pyplot()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    plt.close(figure)
+    print(f"wrote {path}")
+    return path
+
+
+def percent(fraction):
+    return f"{100 * fraction:.2f}%"
+
+
+def thousands(value, decimals=0):
+    return f"{value:,.{decimals}f}"
+
+
+def k_label(k, log=None):
+    """Bar/tick label of precision k, with the SNN's final accuracy when known."""
+    return f"SNN k={k}" + (f"\n{percent(log.final_accuracy)}" if log is not None else "")
+
+
+def ann_label(ann_accuracy):
+    return "ANN (full)" + (f"\n{percent(ann_accuracy)}" if ann_accuracy is not None else "")
+
+
+def label_bars(axes, bars, texts, inside=False, color="black", fontsize=9.5):
+    """Write `texts` on `bars`: centred inside each bar, or just above it."""
+    for bar, text in zip(bars, texts):
+        x = bar.get_x() + bar.get_width() / 2
+        if inside:
+            y, va = bar.get_y() + bar.get_height() / 2, "center"
+        else:
+            y, va = bar.get_y() + bar.get_height(), "bottom"
+        axes.annotate(text, (x, y), xytext=(0, 0 if inside else 3), textcoords="offset points",
+                      ha="center", va=va, color=color, fontsize=fontsize)
+
+
+def thousands_axis(axes):
+    """y tick labels with thousands separators (1,000,000 rather than 1e6)."""
+    from matplotlib.ticker import FuncFormatter
+
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))

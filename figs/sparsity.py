@@ -1,0 +1,60 @@
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
+# Spike sparsity (ALGORITHM.md §5): positive and negative spikes per sample after the last time
+# step, stacked, for k = 0, 1, 2, beside the number of spiking neurons of the network.
+from architectures import DISPLAY_NAMES, spiking_neuron_count
+from cli import run_main
+from figs.snn_logs import (ANN_COLOR, figure_parser, k_label, label_bars, load_figure_inputs,
+                           output_path, percent, pyplot, save_figure, thousands, thousands_axis)
+
+DESCRIPTION = ("Plot positive and negative spikes per sample at the last time step for k = 0, 1, 2 "
+               "beside the number of spiking neurons (<prefix>_spike_neuron_n_mnist.png).")
+POSITIVE_COLOR = "tab:blue"
+NEGATIVE_COLOR = "tab:red"
+
+
+def plot_sparsity(model, logs, ann_accuracy=None):
+    """Stacked bars (positive, negative spikes per sample) per logged k, then the neuron count."""
+    plt = pyplot()
+    neurons = spiking_neuron_count(model)
+    positive = [log.positive[-1] for log in logs.values()]
+    negative = [log.negative[-1] for log in logs.values()]
+    places = list(range(len(logs)))
+
+    figure, axes = plt.subplots(figsize=(7.5, 5))
+    style = dict(width=0.62, edgecolor="black", linewidth=0.6)
+    low = axes.bar(places, positive, color=POSITIVE_COLOR, label="positive spikes", **style)
+    high = axes.bar(places, negative, bottom=positive, color=NEGATIVE_COLOR, label="negative spikes",
+                    **style)
+    count = axes.bar([len(logs)], [neurons], color=ANN_COLOR, label="spiking neurons", **style)
+    label_bars(axes, low, [thousands(value, 1) for value in positive], inside=True, color="white")
+    label_bars(axes, high, [thousands(value, 1) for value in negative],
+               color=NEGATIVE_COLOR)
+    label_bars(axes, count, [thousands(neurons)])
+    totals = [p + n for p, n in zip(positive, negative)]
+    axes.set_xticks(places + [len(logs)], [k_label(k, log) for k, log in logs.items()]
+                    + ["spiking\nneurons"])
+    axes.set_ylim(0, 1.27 * max(totals + [neurons]))  # headroom: values, then the legend row
+    axes.set_ylabel("spikes per sample")
+    thousands_axis(axes)
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.set_axisbelow(True)
+    axes.legend(loc="upper center", ncol=3, frameon=False)
+    axes.set_title(f"{DISPLAY_NAMES[model]} on N-MNIST: spike sparsity")
+    steps = sorted({log.time_steps for log in logs.values()})
+    caption = f"spikes per sample after {'/'.join(map(str, steps))} time steps"
+    if ann_accuracy is not None:
+        caption += f";  full-precision ANN accuracy {percent(ann_accuracy)}"
+    axes.set_xlabel(caption, fontsize=9.5, color="0.3")
+    figure.tight_layout()
+    return figure
+
+
+def main(argv=None):
+    args = figure_parser(DESCRIPTION).parse_args(argv)
+    for inputs in load_figure_inputs(args):
+        save_figure(plot_sparsity(inputs.model, inputs.logs, inputs.ann_accuracy),
+                    output_path(args, inputs.model, "spike_neuron"))
+
+
+if __name__ == "__main__":
+    run_main(main)

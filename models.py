@@ -1,0 +1,133 @@
+"""Keras builders for LeNet and the 400-400 MLP (ALGORITHM.md §2) and the §6 parameter file.
+
+`model_n_mnist.npz` holds plain named arrays (conv1_kernel, bn1_gamma, ..., out_kernel, model, k)
+so that any tool, the spiking simulator included, can read it with `np.load(allow_pickle=False)`.
+"""
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from architectures import (ARCHITECTURES, BN_EPSILON, BN_MOMENTUM, INPUT_SHAPE, NUM_CLASSES, check_model_name,
+                           k_to_precision, layer_shapes)
+from cli import UserError, atomic_path
+from quantization import QuantizedReLU
+
+BN_FIELDS = ("gamma", "beta", "mean", "var")
+PARAMETERS_FILE = "model_n_mnist.npz"
+
+
+def activation_layer(k, name):
+    """Plain ReLU at full precision (k = -1), the quantizer q_k otherwise."""
+    return keras.layers.ReLU(name=name) if k < 0 else QuantizedReLU(k, name=name)
+
+
+def build_model(model, k):
+    """The Keras model for `model` ('lenet' or 'mlp') at precision k (-1 = full precision).
+
+    No biases anywhere; BN -> ReLU -> q_k after every hidden weight layer; logits out.
+    Layer names match the parameter file: conv1 / bn1 / act1 ..., out.
+    """
+    inputs = keras.Input(INPUT_SHAPE, name="frames")  # (batch, 34, 34, 1)
+    x = inputs
+    for index, layer in enumerate(ARCHITECTURES[check_model_name(model)], start=1):
+        if layer.kind == "conv":
+            x = keras.layers.Conv2D(layer.units, layer.kernel_size, strides=layer.stride,
+                                    padding="valid", use_bias=False, name=layer.name)(x)
+        else:
+            if len(x.shape) > 2:
+                x = keras.layers.Flatten(name=f"flatten{index}")(x)  # channels last, row-major
+            x = keras.layers.Dense(layer.units, use_bias=False, name=layer.name)(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"bn{index}")(x)
+        x = activation_layer(k, name=f"act{index}")(x)
+    if len(x.shape) > 2:
+        x = keras.layers.Flatten(name="flatten_out")(x)
+    logits = keras.layers.Dense(NUM_CLASSES, use_bias=False, name="out")(x)
+    return keras.Model(inputs, logits, name=f"{model}_{k_to_precision(k)}")
+
+
+def parameter_shapes(model):
+    """{array name: shape} of a §6 parameter file (without the `model` and `k` entries)."""
+    shapes = {}
+    layers = ARCHITECTURES[check_model_name(model)]
+    io_shapes = layer_shapes(model)
+    for layer, (shape_in, _) in zip(layers, io_shapes):
+        if layer.kind == "conv":
+            shapes[f"{layer.name}_kernel"] = (layer.kernel_size, layer.kernel_size, shape_in[-1], layer.units)
+        else:
+            shapes[f"{layer.name}_kernel"] = (int(np.prod(shape_in)), layer.units)
+    for index, layer in enumerate(layers, start=1):
+        for field in BN_FIELDS:
+            shapes[f"bn{index}_{field}"] = (layer.units,)
+    shapes["out_kernel"] = (int(np.prod(io_shapes[-1][0])), NUM_CLASSES)
+    return shapes
+
+
+def export_parameters(keras_model, model, k):
+    """The §6 arrays of a built Keras model: float32 kernels and BN statistics, plus model and k."""
+    params = {}
+    for index, layer in enumerate(ARCHITECTURES[model], start=1):
+        params[f"{layer.name}_kernel"] = keras.ops.convert_to_numpy(keras_model.get_layer(layer.name).kernel)
+        bn = keras_model.get_layer(f"bn{index}")
+        for field, variable in zip(BN_FIELDS, (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)):
+            params[f"bn{index}_{field}"] = keras.ops.convert_to_numpy(variable)
+    params["out_kernel"] = keras.ops.convert_to_numpy(keras_model.get_layer("out").kernel)
+    params = {name: np.asarray(value, dtype=np.float32) for name, value in params.items()}
+    return {**params, "model": np.array(model), "k": np.array(k, dtype=np.int64)}
+
+
+def assign_parameters(keras_model, params, model):
+    """Copy §6 arrays into a Keras model built by `build_model(model, k)`."""
+    for index, layer in enumerate(ARCHITECTURES[model], start=1):
+        keras_model.get_layer(layer.name).kernel.assign(params[f"{layer.name}_kernel"])
+        bn = keras_model.get_layer(f"bn{index}")
+        for field, variable in zip(BN_FIELDS, (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)):
+            variable.assign(params[f"bn{index}_{field}"])
+    keras_model.get_layer("out").kernel.assign(params["out_kernel"])
+
+
+def save_parameters(path, params):
+    """Write a §6 parameter file atomically."""
+    with atomic_path(path, suffix=".npz") as temporary:
+        np.savez(temporary, **params)
+
+
+def load_parameters(path, model=None, k=None, quantized_only=False):
+    """Read and validate a §6 parameter file; returns {name: float64 array} plus 'model' and 'k'.
+
+    `model` / `k`, when given, must match what the file says; `quantized_only` rejects full
+    precision (the SNN needs k >= 0). Every problem is a one-line UserError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: parameter file not found (train the model first)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as error:  # BadZipFile, pickled arrays, OSError
+        raise UserError(f"{path}: not a readable parameter file ({type(error).__name__}: {error})") from None
+    for name in ("model", "k"):
+        if name not in arrays or arrays[name].shape != ():
+            raise UserError(f"{path}: missing scalar entry '{name}'")
+    file_model, file_k = str(arrays["model"]), int(arrays["k"])
+    if file_model not in ARCHITECTURES:
+        raise UserError(f"{path}: unknown model {file_model!r}")
+    if model is not None and file_model != model:
+        raise UserError(f"{path}: holds a {file_model} model, expected {model}")
+    if k is not None and file_k != k:
+        raise UserError(f"{path}: holds precision {k_to_precision(file_k)}, expected {k_to_precision(k)}")
+    if quantized_only and file_k < 0:
+        raise UserError(f"{path}: holds a full-precision model; the SNN needs a quantized one (k >= 0)")
+    params = {"model": file_model, "k": file_k}
+    for name, shape in parameter_shapes(file_model).items():
+        if name not in arrays:
+            raise UserError(f"{path}: missing array '{name}'")
+        if arrays[name].shape != shape:
+            raise UserError(f"{path}: array '{name}' has shape {arrays[name].shape}, expected {shape}")
+        if not np.issubdtype(arrays[name].dtype, np.floating) or not np.isfinite(arrays[name]).all():
+            raise UserError(f"{path}: array '{name}' is not finite floating point")
+        params[name] = arrays[name].astype(np.float64)
+    for index in range(1, len(ARCHITECTURES[file_model]) + 1):
+        if (params[f"bn{index}_var"] <= 0).any():
+            raise UserError(f"{path}: bn{index}_var holds a non-positive variance")
+    return params

@@ -1,0 +1,317 @@
+"""The figure scripts and their log reader (figs/): small generated logs, then the authors' logs."""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from architectures import FIGURE_PREFIXES
+from cli import REPO_ROOT, UserError
+from figs import accuracy_speed, snn_logs, sops, sparsity
+from figs.snn_logs import read_logs
+
+PAPER_LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paper_logs"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# ---------------------------------------------------------------- a small run: 3 batches x T = 6
+# batch size 4, so N = 12. Rows are batches, columns steps 0..5; counters are cumulative.
+CORRECT = [[1, 2, 4, 4, 4, 4],
+           [0, 2, 4, 3, 4, 4],  # dips at step 3 (index 3): the final value holds from step 5 on
+           [2, 3, 4, 4, 4, 4]]
+SPIKE_NUM = [[10, 20, 26, 30, 30, 30],
+             [8, 16, 22, 24, 24, 24],
+             [12, 22, 28, 32, 32, 32]]
+SPIKE_COLLECT = [[10, 16, 20, 22, 22, 22],
+                 [8, 12, 14, 16, 16, 16],
+                 [12, 18, 22, 24, 24, 24]]
+SOP_NUM = [[0, 100, 150, 170, 170, 170],
+           [0, 80, 120, 130, 130, 130],
+           [0, 120, 180, 200, 200, 200]]
+N_TEST = 12
+# By hand: per-step sums over the batches, then / 12.
+EXPECTED_ACCURACY = [3 / 12, 7 / 12, 12 / 12, 11 / 12, 12 / 12, 12 / 12]
+EXPECTED_STEPS_TO_FINAL = 5  # the accuracy is 100% at step 3 but not at step 4
+EXPECTED_SPIKES = [30 / 12, 58 / 12, 76 / 12, 86 / 12, 86 / 12, 86 / 12]
+EXPECTED_POSITIVE_FINAL = (86 + 62) / 2 / 12  # 74 / 12
+EXPECTED_NEGATIVE_FINAL = (86 - 62) / 2 / 12  # 1.0
+EXPECTED_SOPS = [0, 300 / 12, 450 / 12, 500 / 12, 500 / 12, 500 / 12]
+
+
+def write_logs(folder, correct=CORRECT, spike_num=SPIKE_NUM, spike_collect=SPIKE_COLLECT,
+               sop_num=SOP_NUM, results=None, collect_as_float=False):
+    """Write the four §4 log files (batch-major, one value per line) and optionally the JSON."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = {"accuracy.txt": correct, "spike_num.txt": spike_num,
+               "spike_collect.txt": spike_collect, "sop_num.txt": sop_num}
+    for name, rows in columns.items():
+        values = np.asarray(rows).ravel()
+        as_float = collect_as_float and name == "spike_collect.txt"
+        (folder / name).write_text("".join(f"{float(v) if as_float else int(v)}\n" for v in values))
+    if results is not None:
+        (folder / "snn_results.json").write_text(json.dumps(results))
+    return folder
+
+
+def write_run(root, ks=(0, 1, 2)):
+    for k in ks:
+        write_logs(Path(root) / f"k{k}", results={"time_steps": 6, "n_test": N_TEST, "k": k})
+    return Path(root)
+
+
+def write_ann_results(path, model="lenet", accuracy=0.9793):
+    path = Path(path)
+    path.write_text(json.dumps({"model": model, "precision": "full", "k": -1, "accuracy": accuracy,
+                                "n_test": 10000}))
+    return path
+
+
+def run_script(script, *args, cwd=REPO_ROOT):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "figs" / script), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+# ---------------------------------------------------------------- reading logs
+
+def test_values_match_hand_computed_numbers(tmp_path):
+    log = read_logs(write_logs(tmp_path / "k1", results={"time_steps": 6, "n_test": N_TEST}))
+    assert (log.time_steps, log.n_test, log.n_batches) == (6, 12, 3)
+    np.testing.assert_allclose(log.accuracy, EXPECTED_ACCURACY)
+    assert log.steps_to_final == EXPECTED_STEPS_TO_FINAL
+    assert log.final_accuracy == 1.0
+    np.testing.assert_allclose(log.spikes, EXPECTED_SPIKES)
+    np.testing.assert_allclose(log.net_spikes[-1], 62 / 12)
+    np.testing.assert_allclose(log.positive[-1], EXPECTED_POSITIVE_FINAL)
+    np.testing.assert_allclose(log.negative[-1], EXPECTED_NEGATIVE_FINAL)
+    np.testing.assert_allclose(log.positive + log.negative, log.spikes)
+    np.testing.assert_allclose(log.sops, EXPECTED_SOPS)
+
+
+def test_results_json_overrides_batch_size(tmp_path):
+    # n_test from the JSON (e.g. a last batch that was not full) wins over batches x batch size
+    log = read_logs(write_logs(tmp_path, results={"time_steps": 6, "n_test": 20}), batch_size=50)
+    assert log.n_test == 20
+    np.testing.assert_allclose(log.sops[-1], 500 / 20)
+
+
+def test_time_steps_inferred_without_json(tmp_path):
+    folder = write_logs(tmp_path, collect_as_float=True)  # authors' style: 22.0
+    log = read_logs(folder, batch_size=4)
+    assert (log.time_steps, log.n_batches, log.n_test) == (6, 3, 12)
+    np.testing.assert_allclose(log.accuracy, EXPECTED_ACCURACY)
+    assert read_logs(folder).n_test == 3 * snn_logs.DEFAULT_BATCH_SIZE
+
+
+def test_infer_time_steps_is_the_largest_consistent_block():
+    flat = np.asarray(SPIKE_NUM).ravel()
+    assert snn_logs.infer_time_steps(flat, np.asarray(SOP_NUM).ravel()) == 6
+    # one batch: nothing ever restarts, so the whole file is one block
+    assert snn_logs.infer_time_steps(np.arange(8), np.arange(8)) == 8
+    # spike_num alone would allow 4, but sop_num restarts after 2 lines
+    assert snn_logs.infer_time_steps(np.array([1, 2, 3, 4, 1, 2, 3, 4]),
+                                     np.array([1, 2, 0, 4, 1, 2, 0, 4])) == 2
+
+
+def test_steps_to_final():
+    assert snn_logs.steps_to_final([1, 2, 3, 3]) == 3
+    assert snn_logs.steps_to_final([3, 3, 3]) == 1
+    assert snn_logs.steps_to_final([1, 3, 2, 3]) == 4
+
+
+def _expect_error(folder, *fragments, **kwargs):
+    with pytest.raises(UserError) as caught:
+        read_logs(folder, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_line_count_not_a_multiple_of_time_steps(tmp_path):
+    folder = write_logs(tmp_path, results={"time_steps": 4, "n_test": N_TEST})  # 18 lines
+    _expect_error(folder, "accuracy.txt", "18 lines", "time_steps=4")
+
+
+def test_non_whole_value_rejected(tmp_path):
+    folder = write_logs(tmp_path)
+    lines = (folder / "spike_num.txt").read_text().splitlines()
+    lines[2] = "1.5"
+    (folder / "spike_num.txt").write_text("\n".join(lines) + "\n")
+    _expect_error(folder, "spike_num.txt:3", "1.5")
+
+
+def test_garbage_value_rejected(tmp_path):
+    folder = write_logs(tmp_path)
+    (folder / "sop_num.txt").write_text("0\nabc\n" + "0\n" * 16)
+    _expect_error(folder, "sop_num.txt:2", "abc")
+
+
+def test_files_of_different_lengths_rejected(tmp_path):
+    folder = write_logs(tmp_path)
+    lines = (folder / "sop_num.txt").read_text().splitlines()
+    (folder / "sop_num.txt").write_text("\n".join(lines[:-1]) + "\n")
+    _expect_error(folder, "different lengths", "sop_num.txt 17")
+
+
+def test_missing_file_rejected(tmp_path):
+    folder = write_logs(tmp_path)
+    (folder / "spike_collect.txt").unlink()
+    _expect_error(folder, "spike_collect.txt", "missing")
+
+
+def test_malformed_logs_exit_with_one_line(tmp_path):
+    folder = write_logs(tmp_path / "logs" / "k0")
+    (folder / "accuracy.txt").write_text("1\n2.5\n" + "3\n" * 16)
+    result = run_script("sops.py", "--model", "lenet", "--log-root", tmp_path / "logs",
+                        "--out-dir", tmp_path / "out")
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "accuracy.txt:2" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- the figure scripts
+
+@pytest.mark.parametrize("module, name", [(accuracy_speed, "accuracy"), (sops, "sop"),
+                                          (sparsity, "spike_neuron")])
+def test_figures_from_generated_logs(tmp_path, capsys, module, name):
+    root = write_run(tmp_path / "logs")
+    ann = write_ann_results(tmp_path / "ann_results.json")
+    module.main(["--model", "lenet", "--log-root", str(root), "--out-dir", str(tmp_path / "out"),
+                 "--ann-results", str(ann)])
+    path = tmp_path / "out" / f"{FIGURE_PREFIXES['lenet']}_{name}_n_mnist.png"
+    assert path.read_bytes().startswith(PNG_SIGNATURE) and path.stat().st_size > 10_000
+    assert str(path) in capsys.readouterr().out
+    assert not list((tmp_path / "out").glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_accuracy_figure_with_comparison_and_no_ann(tmp_path, capsys):
+    root = write_run(tmp_path / "logs")
+    other = write_run(tmp_path / "other", ks=(1,))
+    accuracy_speed.main(["--model", "mlp", "--log-root", str(root), "--compare-root", str(other),
+                         "--out-dir", str(tmp_path), "--ann-results", str(tmp_path / "absent.json")])
+    out, err = capsys.readouterr()
+    assert (tmp_path / "smlp_accuracy_n_mnist.png").stat().st_size > 10_000
+    assert "absent.json" in err  # the note about the missing ANN results
+
+
+def test_curve_label_from_logs(tmp_path):
+    log = read_logs(write_logs(tmp_path, results={"time_steps": 6, "n_test": N_TEST}))
+    assert accuracy_speed.curve_label(1, log) == "k=1: 100.00% after 5 steps"
+
+
+def test_missing_precision_plots_the_others(tmp_path, capsys):
+    root = write_run(tmp_path / "logs", ks=(0, 2))
+    (root / "k1").mkdir()  # an empty folder counts as missing, not as malformed
+    sparsity.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path / "out"),
+                   "--ann-results", str(tmp_path / "absent.json")])
+    assert (tmp_path / "out" / "smlp_spike_neuron_n_mnist.png").stat().st_size > 10_000
+    assert "k1" in capsys.readouterr().err
+
+
+def test_no_logs_at_all_is_an_error(tmp_path):
+    with pytest.raises(UserError, match="no SNN logs"):
+        sops.main(["--model", "lenet", "--log-root", str(tmp_path), "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_one_log_root_for_both_models(tmp_path, capsys):
+    write_run(tmp_path / "logs" / "LeNet", ks=(0,))
+    write_run(tmp_path / "logs" / "MLP", ks=(1,))
+    sops.main(["--log-root", str(tmp_path / "logs"), "--out-dir", str(tmp_path / "out"),
+               "--ann-results", str(tmp_path / "absent.json")])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "scnn_sop_n_mnist.png", "smlp_sop_n_mnist.png"]
+
+
+def test_ann_results_of_the_other_model_rejected(tmp_path):
+    root = write_run(tmp_path / "logs", ks=(0,))
+    ann = write_ann_results(tmp_path / "ann.json", model="mlp")
+    with pytest.raises(UserError, match="'mlp'"):
+        sops.main(["--model", "lenet", "--log-root", str(root), "--ann-results", str(ann),
+                   "--out-dir", str(tmp_path)])
+
+
+def test_unknown_model_rejected(tmp_path):
+    with pytest.raises(UserError, match="resnet"):
+        sparsity.main(["--model", "resnet", "--out-dir", str(tmp_path)])
+    result = run_script("accuracy_speed.py", "--model", "resnet", "--out-dir", tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "resnet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_runs_from_inside_figs_and_help_shows_batch_default(tmp_path):
+    root = write_run(tmp_path / "logs", ks=(2,))
+    result = run_script("sparsity.py", "--model", "lenet", "--log-root", root, "--out-dir", tmp_path,
+                        cwd=REPO_ROOT / "figs")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "scnn_spike_neuron_n_mnist.png").exists()
+    help_text = run_script("sops.py", "--help", cwd=REPO_ROOT / "figs").stdout
+    assert f"default: {snn_logs.DEFAULT_BATCH_SIZE}" in help_text
+
+
+# ---------------------------------------------------------------- the authors' logs (§7)
+
+# ALGORITHM.md §7, quoted as the table rounds: net, k, SNN (final), steps, positive spikes,
+# negative spikes, SOPs (per sample, last step).
+PAPER_TABLE = [
+    ("MLP", 0, "96.39%", 4, "380.9", "17.1", "68,648"),
+    ("MLP", 1, "96.58%", 9, "767.8", "76.0", "125,411"),
+    ("MLP", 2, "96.74%", 14, "1,573.6", "211.2", "246,081"),
+    ("LeNet", 0, "97.80%", 8, "14,540.9", "2,778.3", "2,022,864"),
+    ("LeNet", 1, "97.86%", 14, "28,797.4", "7,120.8", "3,926,794"),
+    ("LeNet", 2, "97.51%", 13, "25,864.6", "6,309.3", "3,611,154"),
+]
+# The logs give MLP k=2 2,460,804,540 SOPs over 10,000 samples = 246,080.454 per sample, which
+# rounds to 246,080; the table says 246,081. Every other number of the table matches the logs.
+TABLE_SLIPS = {("MLP", 2): "246,080"}
+
+# §7's accuracy curves (step index from 0; constant after the last value shown)
+PAPER_CURVES = {
+    ("LeNet", 0): ".3757 .8695 .9638 .9753 .9770 .9775 .9781 .9780",
+    ("LeNet", 1): ".1433 .4105 .7644 .9252 .9633 .9704 .9755 .9777 .9788 .9784 .9783 .9786 .9787 .9786",
+    ("LeNet", 2): ".1801 .5995 .8395 .9439 .9688 .9732 .9737 .9748 .9750 .9754 .9753 .9752 .9751",
+    ("MLP", 0): ".9400 .9625 .9640 .9639",
+    ("MLP", 1): ".6797 .9416 .9599 .9653 .9657 .9658 .9660 .9659 .9658",
+    ("MLP", 2): ".1948 .6095 .8853 .9463 .9590 .9641 .9652 .9668 .9669 .9669 .9672 .9672 .9675 .9674",
+}
+
+
+def _paper_log(net, k):
+    folder = PAPER_LOGS / net / f"k{k}"
+    if not folder.is_dir():
+        pytest.skip(f"authors' logs not found at {folder}")
+    return read_logs(folder)
+
+
+@pytest.mark.parametrize("net, k, accuracy, steps, positive, negative, sops_text", PAPER_TABLE)
+def test_paper_logs_match_table(net, k, accuracy, steps, positive, negative, sops_text):
+    log = _paper_log(net, k)
+    assert (log.time_steps, log.n_test, log.n_batches) == (40, 10_000, 200)
+    assert snn_logs.percent(log.final_accuracy) == accuracy
+    assert log.steps_to_final == steps
+    assert snn_logs.thousands(log.positive[-1], 1) == positive
+    assert snn_logs.thousands(log.negative[-1], 1) == negative
+    derived_sops = snn_logs.thousands(log.sops[-1])
+    if (net, k) in TABLE_SLIPS:
+        assert derived_sops == TABLE_SLIPS[net, k]
+        assert abs(log.sops[-1] - float(sops_text.replace(",", ""))) < 1
+    else:
+        assert derived_sops == sops_text
+
+
+@pytest.mark.parametrize("net, k", sorted(PAPER_CURVES))
+def test_paper_logs_match_curves(net, k):
+    log = _paper_log(net, k)
+    curve = [float(value) for value in PAPER_CURVES[net, k].split()]
+    np.testing.assert_allclose(log.accuracy[:len(curve)], curve, atol=1e-9)
+    assert np.all(log.accuracy[len(curve):] == curve[-1])
+    # spikes and SOPs stop changing by step 26 (step 19 for LeNet), indexing steps from 0 like
+    # the curves above: the first final value is at step index <= 26, i.e. step <= 27 from 1
+    last_index = 19 if net == "LeNet" else 26
+    for counter in (log.spikes, log.sops):
+        assert snn_logs.steps_to_final(counter) - 1 <= last_index

@@ -1,0 +1,197 @@
+"""Train a (quantized-activation) LeNet or MLP on N-MNIST frames (ALGORITHM.md §2).
+
+Adam 1e-4, batch 200, 150 epochs, data reshuffled every epoch. After every epoch, atomically:
+a resumable Keras checkpoint, `model_n_mnist.npz` (§6) and `training_log.csv`.
+
+    python LeNet/training_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz
+    python LeNet/training_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz --resume
+"""
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import models
+from architectures import MODEL_FOLDERS, k_to_precision, precision_to_k
+from cli import REPO_ROOT, UserError, atomic_path, run_main, write_text_atomic
+from n_mnist import DEFAULT_DATA, load_frames
+
+EPOCHS = 150
+BATCH_SIZE = 200
+LEARNING_RATE = 1e-4
+SEED = 0
+STATE_FILE = "training_state.json"  # the commit point: which checkpoint is complete, and the history
+LOG_FILE = "training_log.csv"
+LOG_COLUMNS = ("epoch", "loss", "accuracy", "seconds")
+
+
+def default_model_dir(model, precision):
+    """<Model>/checkpoints/<precision>/ inside the repository, e.g. LeNet/checkpoints/k1."""
+    return REPO_ROOT / MODEL_FOLDERS[model] / "checkpoints" / precision
+
+
+def epoch_order(n_samples, seed, epoch):
+    """The sample order of one epoch; it depends only on (seed, epoch), so resumed runs match."""
+    return np.random.default_rng([seed, epoch]).permutation(n_samples)
+
+
+def shuffled_batches(x, y, batch_size, seed, first_epoch, epochs):
+    """Yield the training batches of epochs first_epoch .. epochs-1, reshuffled every epoch.
+
+    x: (N, 34, 34, 1), y: (N,). A plain generator: Keras consumes it in order, epoch after epoch,
+    so a run resumed at epoch e sees exactly the batches an uninterrupted run would have seen.
+    """
+    for epoch in range(first_epoch, epochs):
+        order = epoch_order(len(x), seed, epoch)
+        for start in range(0, len(x), batch_size):
+            rows = order[start : start + batch_size]
+            yield x[rows], y[rows]
+
+
+def read_state(model_dir):
+    path = Path(model_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: unreadable training state ({error})") from None
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each finished epoch: checkpoint, parameter file, state and CSV, each written atomically.
+
+    The state file names the checkpoint of the last finished epoch and is written after it, so a
+    run killed at any moment resumes from a complete epoch. A non-finite loss stops training and
+    keeps the last good checkpoint.
+    """
+
+    def __init__(self, model_dir, model_name, k, history):
+        super().__init__()
+        self.model_dir, self.model_name, self.k = Path(model_dir), model_name, k
+        self.history_rows = list(history)
+        self.bad_loss_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.started
+        logs = logs or {}
+        if not math.isfinite(logs.get("loss", math.nan)):
+            self.bad_loss_epoch = epoch + 1
+            self.model.stop_training = True
+            return
+        checkpoint = self.model_dir / f"checkpoint_epoch{epoch + 1:04d}.keras"
+        with atomic_path(checkpoint, suffix=".keras") as temporary:
+            self.model.save(temporary)
+        self.history_rows.append(
+            {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]), "seconds": seconds}
+        )
+        state = {"model": self.model_name, "k": self.k, "epochs_done": epoch + 1,
+                 "checkpoint": checkpoint.name, "history": self.history_rows}
+        write_text_atomic(self.model_dir / STATE_FILE, json.dumps(state, indent=1))
+        for old in self.model_dir.glob("checkpoint_epoch*.keras"):
+            if old.name != checkpoint.name:
+                old.unlink()
+        write_outputs(self.model_dir, self.model, self.model_name, self.k, self.history_rows)
+
+
+def write_outputs(model_dir, keras_model, model_name, k, history_rows):
+    """The files derived from a finished epoch: model_n_mnist.npz and training_log.csv."""
+    models.save_parameters(Path(model_dir) / models.PARAMETERS_FILE, models.export_parameters(keras_model, model_name, k))
+    lines = [",".join(LOG_COLUMNS)]
+    lines += [f"{row['epoch']},{row['loss']:.6f},{row['accuracy']:.6f},{row['seconds']:.2f}" for row in history_rows]
+    write_text_atomic(Path(model_dir) / LOG_FILE, "\n".join(lines) + "\n")
+
+
+def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, batch_size=BATCH_SIZE,
+          learning_rate=LEARNING_RATE, seed=SEED, resume=False, train_limit=None, verbose="auto"):
+    """Train `model` at `precision` and return the training history rows (one dict per epoch)."""
+    k = precision_to_k(precision)
+    model_dir = Path(model_dir or default_model_dir(model, precision))
+    x_train, y_train, _, _ = load_frames(data, train_limit=train_limit, test_limit=1)
+    keras.utils.set_random_seed(seed)
+
+    state = read_state(model_dir)
+    if resume:
+        if state is None or not (model_dir / state.get("checkpoint", "")).is_file():
+            raise UserError(f"{model_dir}: no checkpoint to resume from")
+        if state.get("model") != model or state.get("k") != k:
+            raise UserError(f"{model_dir}: the checkpoint holds {state.get('model')} "
+                            f"{k_to_precision(state.get('k'))}, not {model} {precision}")
+        keras_model = keras.models.load_model(model_dir / state["checkpoint"])
+        first_epoch, history = state["epochs_done"], state["history"]
+        print(f"resuming {model} {precision} from epoch {first_epoch} of {epochs}")
+        if first_epoch >= epochs:
+            write_outputs(model_dir, keras_model, model, k, history)
+            return history
+    else:
+        if state is not None:
+            print(f"note: starting afresh; the earlier run in {model_dir} is replaced (use --resume to continue it)")
+        for stale in [*model_dir.glob("checkpoint_epoch*.keras"), model_dir / STATE_FILE]:
+            stale.unlink(missing_ok=True)
+        keras_model = models.build_model(model, k)
+        keras_model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        first_epoch, history = 0, []
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    batches = shuffled_batches(x_train, y_train, batch_size, seed, first_epoch, epochs)
+    checkpoint = EpochCheckpoint(model_dir, model, k, history)
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    keras_model.fit(batches, epochs=epochs, initial_epoch=first_epoch, verbose=verbose, shuffle=False,
+                    steps_per_epoch=math.ceil(len(x_train) / batch_size),
+                    callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint])
+    if checkpoint.bad_loss_epoch is not None:
+        raise UserError(f"{model_dir}: the loss became NaN in epoch {checkpoint.bad_loss_epoch}; "
+                        f"kept the checkpoint of epoch {checkpoint.bad_loss_epoch - 1}")
+    return checkpoint.history_rows
+
+
+def parse_args(model, precision, argv=None):
+    parser = argparse.ArgumentParser(
+        description=f"Train {model} at precision {precision} on N-MNIST frames (ALGORITHM.md §2).")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="frame dataset (default: %(default)s)")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help=f"checkpoints and model_n_mnist.npz (default: {MODEL_FOLDERS[model]}/checkpoints/{precision}/)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="total epochs (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED, help="default: %(default)s")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
+    parser.add_argument("--train-limit", type=int, default=None, metavar="N", help="use the first N training samples")
+    parser.add_argument("--test-limit", type=int, default=None, metavar="N",
+                        help="accepted for symmetry with the inference scripts; training reads no test data")
+    args = parser.parse_args(argv)
+    for flag in ("epochs", "batch_size", "train_limit"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    return args
+
+
+def main(model, precision, argv=None):
+    """Entry point of the thin training scripts."""
+
+    def run(argv):
+        args = parse_args(model, precision, argv)
+        history = train(model, precision, data=args.data, model_dir=args.model_dir, epochs=args.epochs,
+                        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                        resume=args.resume, train_limit=args.train_limit)
+        model_dir = args.model_dir or default_model_dir(model, precision)
+        if history:
+            last = history[-1]
+            print(f"epoch {last['epoch']}: loss {last['loss']:.4f}, train accuracy {100 * last['accuracy']:.2f}%")
+        print(f"wrote {Path(model_dir) / models.PARAMETERS_FILE}")
+
+    return run_main(run, argv)

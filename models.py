@@ -109,6 +109,8 @@ def load_parameters(path, model=None, k=None, quantized_only=False):
     for name in ("model", "k"):
         if name not in arrays or arrays[name].shape != ():
             raise UserError(f"{path}: missing scalar entry '{name}'")
+    if not np.issubdtype(arrays["k"].dtype, np.integer):
+        raise UserError(f"{path}: entry 'k' is not an integer (got {arrays['k']!r})")
     file_model, file_k = str(arrays["model"]), int(arrays["k"])
     if file_model not in ARCHITECTURES:
         raise UserError(f"{path}: unknown model {file_model!r}")

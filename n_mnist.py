@@ -61,22 +61,25 @@ def decode_events(source, name=None):
     if len(data) % EVENT_BYTES:
         raise UserError(f"{name}: truncated recording ({len(data)} bytes is not a multiple of {EVENT_BYTES})")
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, EVENT_BYTES)  # (n_records, 5)
-    x, y, third = records[:, 0], records[:, 1], records[:, 2]
-    timestamp = (
-        (third.astype(np.int64) & 0x7F) << 16 | records[:, 3].astype(np.int64) << 8 | records[:, 4]
-    )
-    is_marker = y == OVERFLOW_MARKER_Y
-    if is_marker.any():
-        overflows_before = np.cumsum(is_marker) - is_marker  # markers strictly before each record
-        timestamp = timestamp + OVERFLOW_STEP_US * overflows_before
-        keep = ~is_marker
-        x, y, third, timestamp = x[keep], y[keep], third[keep], timestamp[keep]
-    if len(x) and (x.max() >= SENSOR_SIZE or y.max() >= SENSOR_SIZE):
-        bad = int(np.flatnonzero((x >= SENSOR_SIZE) | (y >= SENSOR_SIZE))[0])
-        raise UserError(
-            f"{name}: event {bad} has coordinates x={x[bad]}, y={y[bad]} outside 0..{SENSOR_SIZE - 1}"
-        )
-    return Events(x=x, y=y, polarity=third >> 7, timestamp=timestamp)
+    x, y, polarity = records[:, 0], records[:, 1], records[:, 2] >> 7
+    # Bytes 1-4 of each record, read as one big-endian 32-bit word, hold y (bits 31-24), polarity
+    # (bit 23) and the timestamp (bits 22-0): one strided view instead of per-byte shifts.
+    words = (np.ndarray(len(records), dtype=">u4", buffer=data, offset=1, strides=EVENT_BYTES)
+             if len(records) else np.zeros(0, dtype=">u4"))
+    timestamp = (words & MAX_TIMESTAMP_US).astype(np.int64)
+    if len(records) and max(x.max(), y.max()) >= SENSOR_SIZE:  # the rare path: markers or bad coordinates
+        is_marker = y == OVERFLOW_MARKER_Y
+        if is_marker.any():
+            overflows_before = np.cumsum(is_marker) - is_marker  # markers strictly before each record
+            timestamp = timestamp + OVERFLOW_STEP_US * overflows_before
+            keep = ~is_marker
+            x, y, polarity, timestamp = x[keep], y[keep], polarity[keep], timestamp[keep]
+        if len(x) and (x.max() >= SENSOR_SIZE or y.max() >= SENSOR_SIZE):
+            bad = int(np.flatnonzero((x >= SENSOR_SIZE) | (y >= SENSOR_SIZE))[0])
+            raise UserError(
+                f"{name}: event {bad} has coordinates x={x[bad]}, y={y[bad]} outside 0..{SENSOR_SIZE - 1}"
+            )
+    return Events(x=x, y=y, polarity=polarity, timestamp=timestamp)
 
 
 def encode_events(events):
@@ -94,10 +97,14 @@ def encode_events(events):
 
 
 def on_event_frame(events):
-    """ON events counted per pixel: uint16 array (34, 34) indexed [y, x]."""
-    on = events.polarity == 1
-    pixel = events.y[on].astype(np.intp) * SENSOR_SIZE + events.x[on]
-    return np.bincount(pixel, minlength=SENSOR_SIZE * SENSOR_SIZE).reshape(SENSOR_SIZE, SENSOR_SIZE).astype(np.uint16)
+    """ON events counted per pixel: uint16 array (34, 34) indexed [y, x].
+
+    Every event is counted into one of 2 x 1156 bins, [polarity, y, x], and the ON half is kept:
+    faster than selecting the ON events first. Index arithmetic in uint16 (max 2311) is cheap.
+    """
+    index = (events.polarity.astype(np.uint16) * SENSOR_SIZE + events.y) * SENSOR_SIZE + events.x
+    counts = np.bincount(index, minlength=2 * SENSOR_SIZE * SENSOR_SIZE)[SENSOR_SIZE * SENSOR_SIZE:]
+    return counts.reshape(SENSOR_SIZE, SENSOR_SIZE).astype(np.uint16)
 
 
 # ---------------------------------------------------------------------------------------------

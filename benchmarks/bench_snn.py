@@ -1,0 +1,84 @@
+"""SNN simulation speed: spiking_utils against a literal float64 implementation of §4, in one run.
+
+The task: LeNet, 10,000 test samples, T = 40, batch 50 (the authors' setting). The literal
+simulator (benchmarks/literal_snn.py) runs on a subset and is extrapolated; spiking_utils runs on
+all samples; both logs are compared line by line on the subset.
+
+    python benchmarks/bench_snn.py                    # uses LeNet/checkpoints/k1 (run reproduce.py --demo first)
+    python benchmarks/bench_snn.py --model mlp --precision k2
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
+
+import argparse
+import time
+import tracemalloc
+
+import numpy as np
+
+import models
+import spiking_utils
+from architectures import precision_to_k
+from benchmarks.literal_snn import literal_simulation
+from cli import run_main
+from n_mnist import load_frame_counts
+from preprocessing_n_mnist import DEFAULT_DEMO_OUT
+from training import default_model_dir
+
+TARGET_SECONDS = 15.0
+TARGET_SPEEDUP = 20.0
+TARGET_PEAK_GB = 2.0
+
+
+def benchmark_frames(data, n_samples):
+    """n_samples frames (N, 34, 34, 1) and labels: the test split, then training frames, repeated if short."""
+    arrays = load_frame_counts(data)
+    counts = np.concatenate([arrays["x_test"], arrays["x_train"]])
+    labels = np.concatenate([arrays["y_test"], arrays["y_train"]]).astype(np.int64)
+    rows = np.arange(n_samples) % len(counts)
+    return (counts[rows].astype(np.float32) / 32.0)[..., None], labels[rows]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lenet", choices=["lenet", "mlp"])
+    parser.add_argument("--precision", default="k1", choices=["k0", "k1", "k2"])
+    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DEMO_OUT)
+    parser.add_argument("--model-dir", type=pathlib.Path, default=None)
+    parser.add_argument("--samples", type=int, default=10_000, help="samples for spiking_utils (default: %(default)s)")
+    parser.add_argument("--literal-samples", type=int, default=200, help="samples for the literal baseline (default: %(default)s)")
+    parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS)
+    args = parser.parse_args(argv)
+
+    model_dir = args.model_dir or default_model_dir(args.model, args.precision)
+    params = models.load_parameters(model_dir / models.PARAMETERS_FILE, args.model, precision_to_k(args.precision))
+    frames, labels = benchmark_frames(args.data, args.samples)
+    print(f"{args.model} {args.precision} from {model_dir}, T = {args.time_steps}, {args.samples} samples")
+
+    subset = slice(0, args.literal_samples)
+    started = time.perf_counter()
+    literal_logs = literal_simulation(params, frames[subset], labels[subset], args.time_steps)
+    literal_seconds = (time.perf_counter() - started) * args.samples / args.literal_samples
+    print(f"literal float64 (§4 as written, batch 50): {literal_seconds:.1f} s for {args.samples} samples "
+          f"(extrapolated from {args.literal_samples})")
+
+    network = spiking_utils.convert(params)
+    tracemalloc.start()
+    started = time.perf_counter()
+    result = spiking_utils.simulate(network, frames, args.time_steps, progress=False)
+    fast_seconds = time.perf_counter() - started
+    peak_gb = tracemalloc.get_traced_memory()[1] / 1e9
+    tracemalloc.stop()
+    columns = spiking_utils.log_columns(result, labels)
+    n_lines = -(-args.literal_samples // spiking_utils.LOG_BATCH_SIZE)
+    identical = all(np.array_equal(columns[name][:n_lines].reshape(-1), literal_logs[name]) for name in literal_logs)
+    active_steps = (result.spikes > 0).sum(axis=1).mean()
+    print(f"spiking_utils: {fast_seconds:.1f} s for {args.samples} samples, peak memory {peak_gb:.2f} GB "
+          f"(samples spike on {active_steps:.1f} of {args.time_steps} steps on average)")
+    print(f"logs identical to the literal implementation on the subset: {identical}")
+    speedup = literal_seconds / fast_seconds
+    print(f"speed-up: {speedup:.1f}x  (targets: < {TARGET_SECONDS:.0f} s, >= {TARGET_SPEEDUP:.0f}x, "
+          f"< {TARGET_PEAK_GB:.0f} GB: {'met' if fast_seconds < TARGET_SECONDS and speedup >= TARGET_SPEEDUP and peak_gb < TARGET_PEAK_GB else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    run_main(main)

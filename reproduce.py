@@ -1,0 +1,325 @@
+"""The whole N-MNIST study in one command: data, 8 trainings, 8 ANN evaluations, 6 SNNs, figures, RESULTS.md.
+
+    python reproduce.py --demo                 # offline demo data, short schedule (minutes on a laptop)
+    python reproduce.py --raw data/N-MNIST     # the real dataset, the paper's 150 epochs
+
+Stages whose outputs are complete are skipped, so a rerun after an interruption carries on
+(an interrupted training resumes from its last finished epoch); --force redoes everything.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import evaluation
+import n_mnist
+import preprocessing_n_mnist
+import training
+from architectures import DISPLAY_NAMES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, ann_ops_per_sample, precision_to_k
+from cli import REPO_ROOT, UserError, run_main, write_text_atomic
+from models import PARAMETERS_FILE
+
+DEMO_EPOCHS = 8  # the demo's short schedule; the paper's is training.EPOCHS
+TIMINGS_FILE = "reproduce_timings.json"
+RESULTS_FILE = "RESULTS.md"
+FIGURES = ("accuracy_speed", "sops", "sparsity")
+README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+
+# The authors' numbers (ALGORITHM.md §7), quoted beside ours; None where the paper gives none.
+PAPER_RESULTS = {
+    ("mlp", "full"): dict(ann=0.9643),
+    ("mlp", "k0"): dict(snn=0.9639, steps=4, positive=380.9, negative=17.1, sops=68_648),
+    ("mlp", "k1"): dict(ann=0.9658, snn=0.9658, steps=9, positive=767.8, negative=76.0, sops=125_411),
+    ("mlp", "k2"): dict(snn=0.9674, steps=14, positive=1_573.6, negative=211.2, sops=246_081),
+    ("lenet", "full"): dict(ann=0.9793),
+    ("lenet", "k0"): dict(snn=0.9780, steps=8, positive=14_540.9, negative=2_778.3, sops=2_022_864),
+    ("lenet", "k1"): dict(ann=0.9786, snn=0.9786, steps=14, positive=28_797.4, negative=7_120.8, sops=3_926_794),
+    ("lenet", "k2"): dict(snn=0.9751, steps=13, positive=25_864.6, negative=6_309.3, sops=3_611_154),
+}
+
+
+class Paths:
+    """Where each model's outputs go under `root` (the repository by default)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def model_dir(self, model, precision):
+        return self.root / MODEL_FOLDERS[model] / "checkpoints" / precision
+
+    def log_dir(self, model, precision):
+        return self.root / MODEL_FOLDERS[model] / "figs" / precision
+
+    def figure_dir(self, model):
+        return self.root / MODEL_FOLDERS[model] / "figs"
+
+
+def newer(output, *inputs):
+    """True when `output` exists and is at least as new as every existing input."""
+    output = Path(output)
+    if not output.is_file():
+        return False
+    times = [Path(path).stat().st_mtime for path in inputs if Path(path).exists()]
+    return not times or output.stat().st_mtime >= max(times)
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: cannot read results ({error})") from None
+
+
+def build_stages(args, paths):
+    """[(name, is_complete, run)] in the order the study runs them."""
+    stages = []
+    data = args.data
+
+    def make_data():
+        if args.demo:
+            print(preprocessing_n_mnist.build_demo(data, progress=False))
+        else:
+            print(preprocessing_n_mnist.convert_dataset(args.raw, data, progress=False))
+
+    def data_complete():
+        try:
+            n_mnist.load_frame_counts(data)
+            return True
+        except UserError:
+            return False
+
+    stages.append(("data", data_complete, make_data))
+    quiet = 0 if args.demo else 2  # Keras: one line per epoch for long runs
+    for model in args.models:
+        for precision in args.precisions:
+            model_dir = paths.model_dir(model, precision)
+
+            def train(model=model, precision=precision, model_dir=model_dir):
+                state = training.read_state(model_dir)
+                resume = not args.force and state is not None and state.get("epochs_done", 0) > 0
+                training.train(model, precision, data, model_dir, epochs=args.epochs, seed=args.seed,
+                               resume=resume, train_limit=args.train_limit, verbose=quiet)
+
+            def trained(model_dir=model_dir):
+                state = training.read_state(model_dir)
+                return (state is not None and state.get("epochs_done", 0) >= args.epochs
+                        and newer(model_dir / PARAMETERS_FILE, data))
+
+            stages.append((f"train {model} {precision}", trained, train))
+    for model in args.models:
+        for precision in args.precisions:
+            model_dir = paths.model_dir(model, precision)
+            results = model_dir / evaluation.ANN_RESULTS_FILE
+            stages.append((
+                f"ANN {model} {precision}",
+                lambda results=results, model_dir=model_dir: newer(results, model_dir / PARAMETERS_FILE, data),
+                lambda model=model, precision=precision, model_dir=model_dir: evaluation.evaluate_ann(
+                    model, precision, data, model_dir, args.test_limit),
+            ))
+    for model in args.models:
+        for precision in [p for p in args.precisions if precision_to_k(p) >= 0]:
+            model_dir, log_dir = paths.model_dir(model, precision), paths.log_dir(model, precision)
+            results = log_dir / evaluation.SNN_RESULTS_FILE
+            stages.append((
+                f"SNN {model} {precision}",
+                lambda results=results, model_dir=model_dir: newer(results, model_dir / PARAMETERS_FILE, data)
+                and read_json(results).get("time_steps") == args.time_steps,
+                lambda model=model, precision=precision, model_dir=model_dir, log_dir=log_dir: evaluation.evaluate_snn(
+                    model, precision, data, model_dir, log_dir, args.time_steps, test_limit=args.test_limit,
+                    check_lossless=True, progress=False),
+            ))
+    for model in args.models:
+        figure_dir = paths.figure_dir(model)
+        ann_results = paths.model_dir(model, "full") / evaluation.ANN_RESULTS_FILE
+        inputs = [ann_results] + [paths.log_dir(model, p) / evaluation.SNN_RESULTS_FILE for p in PRECISIONS[1:]]
+        outputs = [figure_dir / f"{prefix}.png" for prefix in figure_names(model)]
+
+        def draw(model=model, figure_dir=figure_dir, ann_results=ann_results):
+            import importlib
+
+            for script in FIGURES:
+                module = importlib.import_module(f"figs.{script}")
+                module.main(["--model", model, "--log-root", str(figure_dir), "--out-dir", str(figure_dir),
+                             "--ann-results", str(ann_results)])
+
+        stages.append((f"figures {model}", lambda outputs=outputs, inputs=inputs: all(newer(o, *inputs) for o in outputs), draw))
+    return stages
+
+
+def figure_names(model):
+    from architectures import FIGURE_PREFIXES
+
+    prefix = FIGURE_PREFIXES[model]
+    return [f"{prefix}_accuracy_n_mnist", f"{prefix}_sop_n_mnist", f"{prefix}_spike_neuron_n_mnist"]
+
+
+def machine_description():
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}, {'GPU: ' + ', '.join(g.name for g in gpus) if gpus else 'no GPU'}")
+
+
+def fmt(value, kind):
+    if value is None:
+        return "–"
+    if kind == "percent":
+        return f"{100 * value:.2f}%"
+    if kind == "int":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+def results_rows(paths, models, precisions):
+    """One dict per (model, precision) with ours and the paper's numbers, read from the result files."""
+    rows = []
+    for model in models:
+        for precision in precisions:
+            ann_path = paths.model_dir(model, precision) / evaluation.ANN_RESULTS_FILE
+            snn_path = paths.log_dir(model, precision) / evaluation.SNN_RESULTS_FILE
+            ann = read_json(ann_path) if ann_path.is_file() else {}
+            snn = read_json(snn_path) if snn_path.is_file() else {}
+            check = snn.get("lossless_check", {})
+            rows.append(dict(
+                model=model, precision=precision, paper=PAPER_RESULTS.get((model, precision), {}),
+                ann=ann.get("accuracy"), snn=snn.get("final_accuracy"), steps=snn.get("steps_to_final"),
+                positive=snn.get("positive_spikes_per_sample"), negative=snn.get("negative_spikes_per_sample"),
+                sops=snn.get("sops_per_sample"), ann_ops=ann_ops_per_sample(model), n_test=ann.get("n_test") or snn.get("n_test"),
+                time_steps=snn.get("time_steps"), check=check,
+            ))
+    return rows
+
+
+def lossless_text(row):
+    if not row["check"]:
+        return "–"
+    check = row["check"]
+    same_accuracy = row["ann"] is not None and row["snn"] is not None and abs(row["ann"] - row["snn"]) < 1e-12
+    verdict = "yes" if check["mismatching_predictions"] == 0 and same_accuracy else "**no**"
+    return (f"{verdict}: {check['mismatching_predictions']} predictions and {check['mismatching_neurons']} neurons "
+            f"differ; all match from step {check['first_step_all_predictions_match'] or '–'}")
+
+
+def results_markdown(paths, args, timings):
+    """RESULTS.md: the §7 table, ours beside the paper's, the lossless check, stage times, the machine."""
+    rows = results_rows(paths, args.models, args.precisions)
+    n_tests = sorted({row["n_test"] for row in rows if row["n_test"]})
+    lines = [
+        "# Results", "",
+        f"Data: `{args.data}` ({'offline demo recordings' if args.demo else 'N-MNIST'}), "
+        f"{'/'.join(map(str, n_tests)) or '?'} test samples; {args.epochs} training epochs; T = {args.time_steps}. "
+        "Generated by `reproduce.py` from the result files; the paper's numbers (ALGORITHM.md §7, full N-MNIST, "
+        "150 epochs) are quoted beside ours as *paper*.", "",
+        "| net | precision | ANN (paper) | ANN (ours) | SNN (paper) | SNN (ours) | steps (paper / ours) "
+        "| positive spikes (paper / ours) | negative spikes (paper / ours) | SOPs (paper / ours) | ANN ops | SNN = quantized ANN? |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        paper = row["paper"]
+        lines.append("| " + " | ".join([
+            DISPLAY_NAMES[row["model"]], row["precision"],
+            fmt(paper.get("ann"), "percent"), fmt(row["ann"], "percent"),
+            fmt(paper.get("snn"), "percent"), fmt(row["snn"], "percent"),
+            f"{fmt(paper.get('steps'), 'int')} / {fmt(row['steps'], 'int')}",
+            f"{fmt(paper.get('positive'), 'float')} / {fmt(row['positive'], 'float')}",
+            f"{fmt(paper.get('negative'), 'float')} / {fmt(row['negative'], 'float')}",
+            f"{fmt(paper.get('sops'), 'int')} / {fmt(row['sops'], 'int')}",
+            fmt(row["ann_ops"], "int"), lossless_text(row),
+        ]) + " |")
+    lines += ["", "Steps: the first time step (from 1) from which the SNN accuracy stays at its final value. "
+              "Spikes and SOPs: per test sample after the last step. The lossless check compares every neuron's "
+              "net spike count with 2^k × the quantized ANN activation (float64) and the SNN's predictions with "
+              "the quantized ANN's.", "", "## Stage wall times", "", "| stage | seconds |", "|---|---|"]
+    for name, seconds in timings.items():
+        lines.append(f"| {name} | {seconds:.1f} |")
+    lines += ["", f"Total: {sum(timings.values()):.0f} s on {machine_description()}.", ""]
+    return "\n".join(lines)
+
+
+def update_readme(readme, table_markdown):
+    """Replace the block between the README's results markers with the generated results."""
+    text = Path(readme).read_text()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        raise UserError(f"{readme}: no {start} ... {end} block to update")
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    write_text_atomic(readme, f"{before}{start}\n{table_markdown}\n{end}{after}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", action="store_true", help=f"offline demo recordings and a short schedule ({DEMO_EPOCHS} epochs)")
+    parser.add_argument("--raw", type=Path, default=preprocessing_n_mnist.DEFAULT_RAW,
+                        help="N-MNIST recordings: Train/ and Test/ folders or Train.zip and Test.zip (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"frame dataset (default: {n_mnist.DEFAULT_DATA}, or {preprocessing_n_mnist.DEFAULT_DEMO_OUT} with --demo)")
+    parser.add_argument("--out-root", type=Path, default=REPO_ROOT,
+                        help="where <Model>/checkpoints, <Model>/figs and RESULTS.md go (default: the repository)")
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), help="default: %(default)s")
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), help="default: %(default)s")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: {training.EPOCHS}, or {DEMO_EPOCHS} with --demo")
+    parser.add_argument("--time-steps", type=int, default=evaluation.spiking_utils.TIME_STEPS, help="SNN T (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=training.SEED, help="default: %(default)s")
+    parser.add_argument("--train-limit", type=int, default=None, metavar="N", help="use the first N training samples")
+    parser.add_argument("--test-limit", type=int, default=None, metavar="N", help="use the first N test samples")
+    parser.add_argument("--force", action="store_true", help="redo every stage, even complete ones")
+    parser.add_argument("--update-readme", action="store_true", help="also copy the results table into README.md")
+    args = parser.parse_args(argv)
+    for name in args.models:
+        if name not in MODEL_NAMES:
+            raise UserError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    for name in args.precisions:
+        if name not in PRECISIONS:
+            raise UserError(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
+    args.epochs = args.epochs or (DEMO_EPOCHS if args.demo else training.EPOCHS)
+    args.data = args.data or (preprocessing_n_mnist.DEFAULT_DEMO_OUT if args.demo else n_mnist.DEFAULT_DATA)
+    for flag in ("epochs", "time_steps", "train_limit", "test_limit"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    paths = Paths(args.out_root)
+    stages = build_stages(args, paths)
+    timings_path = Path(args.out_root) / TIMINGS_FILE
+    timings = read_json(timings_path) if timings_path.is_file() and not args.force else {}
+    started = time.perf_counter()
+    for number, (name, is_complete, run) in enumerate(stages, start=1):
+        prefix = f"[{number:2d}/{len(stages)}] {name}"
+        if not args.force and is_complete():
+            print(f"{prefix}: complete, skipped", flush=True)
+            continue
+        print(f"{prefix} ...", flush=True)
+        stage_started = time.perf_counter()
+        try:
+            run()
+        except UserError as error:
+            raise UserError(f"stage '{name}' failed: {error}") from None
+        timings[name] = time.perf_counter() - stage_started
+        write_text_atomic(timings_path, json.dumps(timings, indent=1))
+        print(f"{prefix}: done in {timings[name]:.1f} s", flush=True)
+    markdown = results_markdown(paths, args, {name: timings[name] for name, *_ in stages if name in timings})
+    write_text_atomic(Path(args.out_root) / RESULTS_FILE, markdown)
+    if args.update_readme:
+        update_readme(REPO_ROOT / "README.md", markdown.split("\n", 2)[2])
+    print(f"wrote {Path(args.out_root) / RESULTS_FILE} ({time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    run_main(main)

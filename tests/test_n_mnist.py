@@ -1,0 +1,412 @@
+"""The N-MNIST reader and converter (ALGORITHM.md §1 and §6).
+
+Covers the 40-bit decoder on hand-built bytes, both dataset layouts (folders and zips) against an
+independent count, every kind of bad input through the real command line, the frame loader's
+checks, and the orientation of the real sample in ../shared (skipped when that is absent).
+"""
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import n_mnist
+import preprocessing_n_mnist
+from cli import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_SAMPLE = REPO.parent / "shared" / "data" / "nmnist_real_sample"
+SIZE = n_mnist.SENSOR_SIZE
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers: random recordings, datasets in both layouts, the command line
+
+
+def random_events(rng, n_events):
+    """Events spread over the sensor with sorted timestamps within 300 ms."""
+    return n_mnist.Events(
+        x=rng.integers(0, SIZE, n_events).astype(np.uint8),
+        y=rng.integers(0, SIZE, n_events).astype(np.uint8),
+        polarity=rng.integers(0, 2, n_events).astype(np.uint8),
+        timestamp=np.sort(rng.integers(0, 300_000, n_events)),
+    )
+
+
+def on_count(events):
+    """The ON frame counted independently of n_mnist: np.add.at over the generated arrays, [y, x]."""
+    frame = np.zeros((SIZE, SIZE), dtype=np.int64)
+    on = events.polarity == 1
+    np.add.at(frame, (events.y[on].astype(int), events.x[on].astype(int)), 1)
+    return frame
+
+
+def make_split(rng, n_files):
+    """[(file id, label, Events)] in a shuffled id order; every digit appears."""
+    labels = rng.permutation(np.arange(n_files) % 10)
+    return [(file_id, int(label), random_events(rng, int(rng.integers(0, 400))))
+            for file_id, label in zip(rng.permutation(n_files) + 1, labels)]
+
+
+def write_dataset(raw, splits, form="folder"):
+    """Write {split: [(id, label, Events)]} as raw/<split>/<digit>/<id>.bin or as raw/<split>.zip."""
+    raw = Path(raw)
+    for split, recordings in splits.items():
+        members = {f"{split}/{label}/{file_id:05d}.bin": n_mnist.encode_events(events)
+                   for file_id, label, events in recordings}
+        if form == "zip":
+            raw.mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(raw / f"{split}.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr(f"{split}/", b"")  # folder entries, as real archives hold them
+                for digit in n_mnist.DIGITS:
+                    archive.writestr(f"{split}/{digit}/", b"")
+                for name, data in members.items():
+                    archive.writestr(name, data)
+        else:
+            for digit in n_mnist.DIGITS:
+                (raw / split / digit).mkdir(parents=True, exist_ok=True)
+            for name, data in members.items():
+                (raw / name).write_bytes(data)
+
+
+def expected_frames(recordings):
+    """Frames and labels in MNIST order (by numeric id), counted independently."""
+    ordered = sorted(recordings, key=lambda recording: recording[0])
+    return np.array([on_count(events) for _, _, events in ordered]), np.array([label for _, label, _ in ordered])
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """A small valid dataset in folder form: (raw path, {split: recordings})."""
+    rng = np.random.default_rng(7)
+    splits = {"Train": make_split(rng, 30), "Test": make_split(rng, 12)}
+    write_dataset(tmp_path / "raw", splits)
+    return tmp_path / "raw", splits
+
+
+def run_cli(*args):
+    """The converter as a user runs it: a fresh interpreter started from the repository root."""
+    return subprocess.run([sys.executable, "preprocessing_n_mnist.py", *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(completed, *fragments):
+    """Non-zero exit, a single `error:` line naming every fragment, and no traceback.
+
+    A `warning:` line may come first (a home-made zip never has the published MD5).
+    """
+    assert completed.returncode != 0, completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stderr, completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if not line.startswith("warning: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The 40-bit decoder
+
+
+def test_decoder_reads_every_bit_field_from_hand_built_bytes():
+    data = bytes([
+        5, 7, 0x80 | 0x12, 0x34, 0x56,  # ON; timestamp 0x123456 spread over bytes 2, 3 and 4
+        33, 0, 0x7F, 0xFF, 0xFF,  # OFF; every timestamp bit set: 2**23 - 1
+        0, 33, 0x80, 0x00, 0x01,  # ON; polarity bit set, timestamp 1
+        17, 9, 0x00, 0x01, 0x00,  # OFF; timestamp 256 (byte 3 alone)
+    ])
+    events = n_mnist.decode_events(data)
+    assert events.x.tolist() == [5, 33, 0, 17]
+    assert events.y.tolist() == [7, 0, 33, 9]
+    assert events.polarity.tolist() == [1, 0, 1, 0]
+    assert events.timestamp.tolist() == [0x123456, 2**23 - 1, 1, 256]
+
+
+def test_overflow_markers_add_2_pow_13_to_later_events_and_are_dropped():
+    data = bytes([
+        1, 2, 0x00, 0x00, 0x10,  # t = 16
+        9, 240, 0x00, 0x00, 0x00,  # overflow marker (x is irrelevant)
+        3, 4, 0x80, 0x00, 0x20,  # t = 32 + 2**13
+        255, 240, 0x7F, 0xFF, 0xFF,  # a second marker: its x and timestamp bits are ignored
+        5, 6, 0x00, 0x00, 0x30,  # t = 48 + 2 * 2**13
+    ])
+    events = n_mnist.decode_events(data)
+    assert events.x.tolist() == [1, 3, 5]
+    assert events.y.tolist() == [2, 4, 6]
+    assert events.polarity.tolist() == [0, 1, 0]
+    assert events.timestamp.tolist() == [16, 32 + 2**13, 48 + 2 * 2**13]
+
+
+def test_encode_decode_round_trip():
+    rng = np.random.default_rng(0)
+    events = random_events(rng, 5000)
+    events.timestamp[-1] = n_mnist.MAX_TIMESTAMP_US  # the largest timestamp the format holds
+    decoded = n_mnist.decode_events(n_mnist.encode_events(events))
+    for field in ("x", "y", "polarity", "timestamp"):
+        np.testing.assert_array_equal(getattr(decoded, field), getattr(events, field))
+    assert len(n_mnist.decode_events(b"")) == 0
+
+
+def test_encoder_refuses_timestamps_beyond_23_bits():
+    events = random_events(np.random.default_rng(0), 3)
+    events.timestamp[-1] = 2**23
+    with pytest.raises(ValueError):
+        n_mnist.encode_events(events)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion of both layouts
+
+
+@pytest.mark.parametrize("form", ["folder", "zip"])
+def test_converted_frames_equal_an_independent_count(tmp_path, form):
+    rng = np.random.default_rng(1)
+    splits = {"Train": make_split(rng, 40), "Test": make_split(rng, 15)}
+    write_dataset(tmp_path / "raw", splits, form)
+    out = tmp_path / "frames.npz"
+    preprocessing_n_mnist.main(["--raw", str(tmp_path / "raw"), "--out", str(out), "--quiet"])
+    arrays = n_mnist.load_frame_counts(out)
+    for split, key in (("Train", "train"), ("Test", "test")):
+        frames, labels = expected_frames(splits[split])
+        np.testing.assert_array_equal(arrays[f"x_{key}"], frames)
+        np.testing.assert_array_equal(arrays[f"y_{key}"], labels)
+
+
+def test_ids_are_read_in_mnist_order(tmp_path):
+    """Numeric ids sort as numbers (9 before 10 before 100) across digit folders."""
+    rng = np.random.default_rng(2)
+    names = {"1": 7, "00002": 5, "9": 1, "10": 3, "100": 0, "0011": 8}  # stem: digit
+    for split in n_mnist.SPLITS:
+        for digit in n_mnist.DIGITS:
+            (tmp_path / split / digit).mkdir(parents=True)
+        for stem, digit in names.items():
+            (tmp_path / split / str(digit) / f"{stem}.bin").write_bytes(n_mnist.encode_events(random_events(rng, 5)))
+    _, _, entries = n_mnist.list_recordings(tmp_path, "Train")
+    assert [path.stem for _, path in entries] == ["1", "00002", "9", "10", "0011", "100"]
+    assert [label for label, _ in entries] == [7, 5, 1, 3, 8, 0]
+
+
+def test_skip_bad_skips_and_counts_a_bad_recording(dataset, tmp_path):
+    raw, splits = dataset
+    file_id, label, _ = splits["Train"][0]
+    bad = raw / "Train" / str(label) / f"{file_id:05d}.bin"
+    bad.write_bytes(b"\x00" * 7)  # 7 bytes: truncated
+    out = tmp_path / "frames.npz"
+    completed = run_cli("--raw", raw, "--out", out, "--skip-bad", "--quiet")
+    assert completed.returncode == 0, completed.stderr
+    assert "Train: 29 samples (1 bad recordings skipped)" in completed.stdout
+    assert bad.name in completed.stderr and "truncated" in completed.stderr
+    frames, labels = expected_frames(splits["Train"][1:])
+    arrays = n_mnist.load_frame_counts(out)
+    np.testing.assert_array_equal(arrays["x_train"], frames)
+    np.testing.assert_array_equal(arrays["y_train"], labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line naming the file, non-zero exit, no traceback, nothing written
+
+
+def first_recording(raw, split="Train"):
+    return sorted((Path(raw) / split).glob("*/*.bin"))[0]
+
+
+def truncate_a_recording(raw):
+    path = first_recording(raw)
+    path.write_bytes(path.read_bytes() + b"\x00\x00")  # 2 extra bytes: not a multiple of 5
+    return path.name, "truncated"
+
+
+def put_an_event_off_the_sensor(raw):
+    path = first_recording(raw)
+    path.write_bytes(path.read_bytes() + bytes([34, 3, 0x80, 0, 1]))  # x = 34
+    return path.name, "outside 0..33"
+
+
+def remove_the_test_split(raw):
+    for path in sorted((Path(raw) / "Test").glob("*/*.bin")):
+        path.unlink()
+    for folder in (Path(raw) / "Test").iterdir():
+        folder.rmdir()
+    (Path(raw) / "Test").rmdir()
+    return str(raw), "missing split"
+
+
+def remove_a_digit_folder(raw):
+    folder = Path(raw) / "Train" / "7"
+    for path in folder.glob("*.bin"):
+        path.unlink()
+    folder.rmdir()
+    return str(Path(raw) / "Train"), "missing digit folder(s) 7"
+
+
+def add_a_folder_that_is_not_a_digit(raw):
+    (Path(raw) / "Train" / "extra").mkdir()
+    return str(Path(raw) / "Train" / "extra"), "not a digit"
+
+
+def empty_every_digit_folder(raw):
+    for path in Path(raw).glob("*/*/*.bin"):
+        path.unlink()
+    return str(raw), "no usable recordings"
+
+
+def zip_with_member(member):
+    """A corruption that turns the Train split into a zip holding one unsafe member."""
+
+    def corrupt(raw):
+        rng = np.random.default_rng(3)
+        recordings = make_split(rng, 10)
+        for path in sorted((Path(raw) / "Train").glob("*/*.bin")):
+            path.unlink()
+        for folder in (Path(raw) / "Train").iterdir():
+            folder.rmdir()
+        (Path(raw) / "Train").rmdir()
+        write_dataset(raw, {"Train": recordings}, form="zip")
+        with zipfile.ZipFile(Path(raw) / "Train.zip", "a") as archive:
+            archive.writestr(member, n_mnist.encode_events(random_events(rng, 3)))
+        return "Train.zip", "unsafe archive member"
+
+    return corrupt
+
+
+BAD_INPUTS = {
+    "truncated recording": truncate_a_recording,
+    "coordinates outside 0..33": put_an_event_off_the_sensor,
+    "missing split": remove_the_test_split,
+    "missing digit folder": remove_a_digit_folder,
+    "folder name not a digit": add_a_folder_that_is_not_a_digit,
+    "zip member with an absolute path": zip_with_member("/Train/0/00099.bin"),
+    "zip member with ..": zip_with_member("Train/../../00099.bin"),
+    "empty dataset": empty_every_digit_folder,
+}
+
+
+@pytest.mark.parametrize("corrupt", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_gives_one_line_error_and_writes_nothing(dataset, tmp_path, corrupt):
+    raw, _ = dataset
+    where, problem = corrupt(raw)
+    out_dir = tmp_path / "out"
+    completed = run_cli("--raw", raw, "--out", out_dir / "frames.npz", "--quiet")
+    assert_one_line_error(completed, where, problem)
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_missing_raw_folder_is_a_one_line_error(tmp_path):
+    completed = run_cli("--raw", tmp_path / "nowhere", "--out", tmp_path / "frames.npz", "--quiet")
+    assert_one_line_error(completed, "nowhere", "not found")
+    assert not (tmp_path / "frames.npz").exists()
+
+
+def test_errors_raised_in_process_are_user_errors(dataset, tmp_path):
+    raw, _ = dataset
+    truncate_a_recording(raw)
+    with pytest.raises(UserError, match="truncated"):
+        preprocessing_n_mnist.main(["--raw", str(raw), "--out", str(tmp_path / "frames.npz"), "--quiet"])
+    assert not (tmp_path / "frames.npz").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The frame loader
+
+
+def frame_arrays(n_train=6, n_test=4):
+    rng = np.random.default_rng(4)
+    return {
+        "x_train": rng.integers(0, 30, (n_train, SIZE, SIZE)).astype(np.uint16),
+        "y_train": (np.arange(n_train) % 10).astype(np.uint8),
+        "x_test": rng.integers(0, 30, (n_test, SIZE, SIZE)).astype(np.uint16),
+        "y_test": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+
+
+def test_loader_returns_scaled_frames(tmp_path):
+    arrays = frame_arrays()
+    path = tmp_path / "frames.npz"
+    n_mnist.save_frames(path, **arrays)
+    x_train, y_train, x_test, y_test = n_mnist.load_frames(path)
+    assert x_train.shape == (6, SIZE, SIZE, 1) and x_train.dtype == np.float32
+    np.testing.assert_array_equal(x_train[..., 0], arrays["x_train"] / np.float32(32))
+    np.testing.assert_array_equal(y_test, arrays["y_test"])
+    assert y_train.dtype == np.int64
+
+
+@pytest.mark.parametrize("problem, change, message", [
+    ("missing key", lambda a: a.pop("y_test"), "missing array(s) y_test"),
+    ("wrong shape", lambda a: a.update(x_train=a["x_train"][:, :28, :28]), "x_train has shape (6, 28, 28)"),
+    ("wrong dtype", lambda a: a.update(x_test=a["x_test"].astype(np.float32)), "x_test has dtype float32"),
+    ("labels out of range", lambda a: a.update(y_train=a["y_train"] + 10), "labels outside 0..9"),
+    ("pickled object array", lambda a: a.update(y_train=np.array([None] * 6, dtype=object)), "not a readable"),
+])
+def test_loader_refuses_bad_files(tmp_path, problem, change, message):
+    arrays = frame_arrays()
+    change(arrays)
+    path = tmp_path / "frames.npz"
+    np.savez(path, **arrays)  # written directly: save_frames would refuse most of these
+    with pytest.raises(UserError) as error:
+        n_mnist.load_frames(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def test_loader_names_a_missing_file(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        n_mnist.load_frames(tmp_path / "absent.npz")
+
+
+# ---------------------------------------------------------------------------------------------
+# The real sample in ../shared: decodes to upright digits
+
+
+def ink_spread(frame):
+    """Standard deviation of the ON-count mass along y and along x: (sd_y, sd_x)."""
+    weights = frame / frame.sum()
+    y, x = np.indices(frame.shape)
+    mean_y, mean_x = (weights * y).sum(), (weights * x).sum()
+    return np.sqrt((weights * (y - mean_y) ** 2).sum()), np.sqrt((weights * (x - mean_x) ** 2).sum())
+
+
+def ink_offset_y(frame):
+    """Centroid of the ON mass along y minus the middle of the rows holding its central 90 %.
+
+    Negative: top-heavy (7, 9); positive: bottom-heavy (6).
+    """
+    rows = frame.sum(axis=1) / frame.sum()
+    cumulative = np.cumsum(rows)
+    middle = (np.searchsorted(cumulative, 0.05) + np.searchsorted(cumulative, 0.95)) / 2
+    return (rows * np.arange(len(rows))).sum() - middle
+
+
+def looks_upright(frames_by_digit):
+    """1s are tall (x and y not swapped); 7s and 9s carry their ink high and 6s low (not upside down)."""
+    ones = np.mean(frames_by_digit[1], axis=0)
+    spread_y, spread_x = ink_spread(ones)
+    top_heavy = np.mean([ink_offset_y(frame) for digit in (7, 9) for frame in frames_by_digit[digit]])
+    bottom_heavy = np.mean([ink_offset_y(frame) for frame in frames_by_digit[6]])
+    return spread_y > 1.2 * spread_x and top_heavy < -0.5 and bottom_heavy > 0.3
+
+
+@pytest.fixture(scope="module")
+def real_frames():
+    """{digit: [ON frame (34, 34) float]} of the 100 real recordings."""
+    if not (REAL_SAMPLE / "Train").is_dir():
+        pytest.skip("../shared/data/nmnist_real_sample is absent")
+    frames = {digit: [] for digit in range(10)}
+    for label, name, data in n_mnist.iter_recordings(REAL_SAMPLE, "Train"):
+        events = n_mnist.decode_events(data, name=name)
+        assert np.all(np.diff(events.timestamp) >= 0), name
+        assert 0.4 < events.polarity.mean() < 0.6, name
+        frames[label].append(n_mnist.on_event_frame(events).astype(np.float64))
+    return frames
+
+
+def test_real_sample_decodes_to_upright_digits(real_frames):
+    assert sum(len(frames) for frames in real_frames.values()) == 100
+    assert looks_upright(real_frames)
+
+
+def test_orientation_check_fails_for_swapped_or_flipped_frames(real_frames):
+    """The check above would catch a decoder that swaps x and y or flips the image."""
+    for name, transform in {"transposed": np.transpose, "upside down": np.flipud,
+                            "rotated": lambda frame: np.rot90(frame)}.items():
+        changed = {digit: [transform(frame) for frame in frames] for digit, frames in real_frames.items()}
+        assert not looks_upright(changed), name

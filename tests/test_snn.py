@@ -1,0 +1,667 @@
+"""The spiking conversion (ALGORITHM.md §3), its simulation (§4), the logs, and the SNN scripts."""
+import json
+import runpy
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evaluation
+import models
+import spiking_utils
+from architectures import ARCHITECTURES, MODEL_FOLDERS, HiddenLayer, layer_shapes, spiking_neuron_count
+from benchmarks.literal_snn import literal_simulation
+from cli import UserError
+from conftest import (REPO, assert_one_line_error, conv2d_valid, random_parameters, run_script, script_paths,
+                      weighted_sum, write_parameters)
+from spiking_utils import (LOG_FILES, SimulationResult, convert, fold_batch_norm, log_columns, neuron_step,
+                           quantized_ann, simulate, simulate_chunk, steps_to_final, synapse_counts, write_logs)
+
+KS = (0, 1, 2)
+MODELS = ("lenet", "mlp")
+SNN_CASES = [(model, f"k{k}") for model in MODELS for k in KS]
+
+
+# ---------------------------------------------------------------------------------------------
+# The neuron (§4 steps 4-6)
+
+
+def step(mem, mem_q, theta, bound):
+    spikes, new_q = neuron_step(np.array([[mem]], dtype=np.float64), np.array([[mem_q]], dtype=np.float64),
+                                np.array([theta]), np.array([bound]))
+    return float(np.asarray(spikes)[0, 0]), float(np.asarray(new_q)[0, 0])
+
+
+@pytest.mark.parametrize("mem,mem_q,expected_spike", [
+    (1.0, 0.25, 1),          # d = 0.75 > theta = 0.5: positive spike
+    (0.75, 0.25, 0),         # d = theta exactly: no spike (strict >)
+    (0.5, 0.25, 0),          # 0 < d < theta
+    (0.25, 0.25, 0),         # d = 0
+    (100.0, 0.25, 1),        # d = 199.5 thetas: still a single spike
+    (0.25, 0.25 + 2**-16, -1),  # d = -1.53e-5 < -1e-5: negative spike
+    (0.0, 1e-5, 0),          # d = -1e-5 exactly: no spike (strict <)
+    (0.0, 0.5e-5, 0),        # d = -0.5e-5: inside the tolerance
+    (0.0, 0.0, 0),
+    (-50.0, 30.0, -1),       # d = -31 (bound -1): a single negative spike
+    (-3.0, -1.0, 0),         # mem below the bound b = -1, mem_q = b: d = 0, the ReLU's zero
+    (-3.0, 0.5, -1),         # mem below b after spikes: counts return towards zero
+])
+def test_neuron_step_hand_cases(mem, mem_q, expected_spike):
+    spike, new_q = step(mem, mem_q, theta=0.5, bound=-1.0)
+    assert spike == expected_spike
+    assert new_q == mem_q + expected_spike * 0.5
+
+
+def test_neuron_step_broadcasts_threshold_and_bound_per_channel():
+    mem = np.array([[[2.0, 2.0, -5.0]], [[0.0, 0.1, 3.0]]])  # (B=2, 1, C=3)
+    mem_q = np.array([[[0.0, 0.0, 0.0]], [[0.0, 0.5, 3.5]]])
+    theta, bound = np.array([1.0, 3.0, 0.25]), np.array([0.0, -2.0, -1.0])
+    spikes, new_q = (np.asarray(a) for a in neuron_step(mem, mem_q, theta, bound))
+    # d = [[2, 2, -1], [0, -0.4, -0.5]]
+    np.testing.assert_array_equal(spikes, [[[1, 0, -1]], [[0, -1, -1]]])
+    np.testing.assert_array_equal(new_q, mem_q + spikes * theta)
+    assert set(np.unique(spikes)) <= {-1.0, 0.0, 1.0}
+
+
+@pytest.mark.parametrize("excess,expected_count", [(0.0, 0), (0.3, 0), (1.0, 0), (1.2, 1), (2.5, 2), (3.0, 2),
+                                                   (7.9, 7), (-4.0, 0)])
+def test_neuron_settles_at_floor_counted_from_the_bound(excess, expected_count):
+    """mem_q starts at b; a constant mem = b + excess * theta gives floor(excess) spikes, one per step,
+    all positive (an exact integer excess gives one less: d must exceed theta). Below b: nothing."""
+    theta, bound = 0.375, -0.625
+    mem, mem_q, spikes = bound + excess * theta, bound, []
+    for _ in range(12):
+        spike, mem_q = step(mem, mem_q, theta, bound)
+        spikes.append(spike)
+    assert spikes == [1.0] * expected_count + [0.0] * (12 - expected_count)
+
+
+def test_neuron_returns_from_above_with_negative_spikes():
+    theta, bound = 0.5, 0.0
+    mem, mem_q, counts = 2.6, bound, []
+    for mem_at_step in [2.6] * 6 + [1.1] * 6 + [-3.0] * 4:  # count 5, then 2, then 0 (mem < b acts as ReLU)
+        spike, mem_q = step(mem_at_step, mem_q, theta, bound)
+        counts.append(spike)
+    assert counts == [1] * 5 + [0] + [-1] * 3 + [0] * 3 + [-1] * 2 + [0] * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# BN folding (§3)
+
+
+# per channel: gamma, beta, mean, var (var + 1e-5 = sigma**2); expected theta and b for k = 0, 1, 2
+GAMMA = np.array([2.0, -2.0, 0.5])
+BETA = np.array([0.25, 0.25, -1.0])
+MEAN = np.array([1.0, 1.0, -2.0])
+VAR = np.array([4.0, 4.0, 1.0]) - 1e-5  # sigma = 2, 2, 1
+THETA = np.array([1.0, 1.0, 2.0])  # sigma / |gamma|
+BOUNDS = {0: [0.25, -1.75, -1.0], 1: [1.0, -3.0, -1.0], 2: [2.5, -5.5, -1.0]}  # computed by hand from §3
+
+
+@pytest.mark.parametrize("k", KS)
+def test_fold_batch_norm_hand_numbers(k):
+    kernel = np.arange(1.0, 7.0).reshape(2, 3)
+    folded, theta, bound = fold_batch_norm(kernel, GAMMA, BETA, MEAN, VAR, k)
+    np.testing.assert_allclose(theta, THETA, rtol=1e-9)
+    np.testing.assert_allclose(bound, BOUNDS[k], rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(folded, kernel * [1, -1, 1])  # the negative-gamma channel is flipped
+    assert (theta > 0).all()
+
+
+@pytest.mark.parametrize("k", KS)
+def test_folded_neuron_count_is_the_quantized_activation(k):
+    """floor((max(2**k z, b) - b) / theta) == 2**k q_k(relu(BN(z))) on many z, negative gamma included."""
+    z = np.linspace(-8, 8, 20001) + 1e-7  # offset: no exact ties
+    folded, theta, bound = fold_batch_norm(np.ones((1, 3)), GAMMA, BETA, MEAN, VAR, k)
+    seen = folded[0] * z[:, None] * 2**k  # the flipped channel sees -z
+    count = np.floor((np.maximum(seen, bound) - bound) / theta)
+    bn = GAMMA * (z[:, None] - MEAN) / np.sqrt(VAR + 1e-5) + BETA
+    expected = np.round(np.maximum(bn, 0) * 2**k + 1e-5)
+    near_tie = np.abs(bn * 2**k - np.floor(bn * 2**k) - 0.5) < 1e-6
+    assert (count[~near_tie] == expected[~near_tie]).all()
+    assert expected[:, 1].max() >= 4 and expected[:, 1].min() == 0  # the flipped channel really spikes
+
+
+def crafted_mlp(k=0, layer1=(), layer2=(), bn1=None, bn2=None, out=()):
+    """An MLP parameter dict: zero kernels except the given (row, column, weight) entries;
+    BN gamma 1, beta `default beta`, mean 0, sigma 1, unless overridden per unit."""
+    params = {"model": "mlp", "k": k}
+    for name, shape, entries in [("dense1_kernel", (1156, 400), layer1), ("dense2_kernel", (400, 400), layer2),
+                                 ("out_kernel", (400, 10), out)]:
+        kernel = np.zeros(shape)
+        for row, column, weight in entries:
+            kernel[row, column] = weight
+        params[name] = kernel
+    for index, overrides in ((1, bn1 or {}), (2, bn2 or {})):
+        fields = {"gamma": np.ones(400), "beta": np.zeros(400), "mean": np.zeros(400), "var": np.full(400, 1 - 1e-5)}
+        for (field, unit), value in overrides.items():
+            fields[field][unit] = value
+        params.update({f"bn{index}_{field}": value for field, value in fields.items()})
+    return params
+
+
+def frames_with(pixels):
+    """Frames (B, 34, 34, 1) of zeros with frame[b].flat[i] = value for {i: value} in pixels[b]."""
+    frames = np.zeros((len(pixels), 34 * 34))
+    for row, values in enumerate(pixels):
+        for index, value in values.items():
+            frames[row, index] = value
+    return frames.reshape(-1, 34, 34, 1)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_negative_gamma_channel_counts_the_quantized_activation(k):
+    # unit 0 of layer 1: z = pixel 0, gamma = -1, beta = 3, mean = 0.3: BN = 3.3 - z (no rounding ties)
+    params = crafted_mlp(k, layer1=[(0, 0, 1.0)], bn1={("gamma", 0): -1.0, ("beta", 0): 3.0, ("mean", 0): 0.3},
+                         bn2={("beta", unit): -1.0 for unit in range(400)})
+    pixels = [0.0, 0.5, 1.2, 2.9, 3.1, 4.0, 6.0]  # BN = 3.3, 2.8, 2.1, 0.4, 0.2, -0.7, -2.7
+    expected = {0: [3, 3, 2, 0, 0, 0, 0],  # round(BN), never below 0
+                1: [7, 6, 4, 1, 0, 0, 0],  # round(2 BN): 6.6, 5.6, 4.2, 0.8, 0.4
+                2: [13, 11, 8, 2, 1, 0, 0]}[k]  # round(4 BN): 13.2, 11.2, 8.4, 1.6, 0.8
+    network = convert(params)
+    assert network.layers[0].threshold[0] > 0 and network.layers[0].kernel[0, 0] == -1.0
+    result = simulate_chunk(network, frames_with([{0: p} for p in pixels]), 40, keep_counts=True)
+    assert (result.spikes[:, -1] == 0).all()
+    np.testing.assert_array_equal(result.final_counts[0][:, 0], expected)
+    ann_counts, _ = quantized_ann(params, frames_with([{0: p} for p in pixels]))
+    np.testing.assert_array_equal(ann_counts[0][:, 0], expected)
+    assert (result.final_counts[0][:, 1:] == 0).all() and (result.final_counts[1] == 0).all()
+
+
+def test_shadow_potential_starts_at_the_bound():
+    """A unit with no input but BN(0) = beta = 2 must spike twice (k = 0): only if mem_q starts at b."""
+    params = crafted_mlp(0, bn1={**{("beta", u): -1.0 for u in range(400)}, ("beta", 0): 2.0},
+                         bn2={("beta", u): -1.0 for u in range(400)})
+    result = simulate_chunk(convert(params), np.zeros((1, 34, 34, 1)), 6, keep_counts=True)
+    np.testing.assert_array_equal(result.spikes[0], [1, 1, 0, 0, 0, 0])
+    assert result.final_counts[0][0, 0] == 2 and result.final_counts[0].sum() == 2
+    assert quantized_ann(params, np.zeros((1, 34, 34, 1)))[0][0][0, 0] == 2
+
+
+def test_convert_rejects_full_precision(make_params):
+    with pytest.raises(UserError, match="full-precision"):
+        convert(make_params("mlp", -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution and synapse counts
+
+
+def naive_convolution(x, kernel, stride):
+    size, (batch, height, width, _) = kernel.shape[0], x.shape
+    out_h, out_w = (height - size) // stride + 1, (width - size) // stride + 1
+    out = np.zeros((batch, out_h, out_w, kernel.shape[3]))
+    for i in range(out_h):
+        for j in range(out_w):
+            patch = x[:, i * stride:i * stride + size, j * stride:j * stride + size, :]
+            out[:, i, j, :] = np.einsum("bhwc,hwco->bo", patch, kernel)
+    return out
+
+
+@pytest.mark.parametrize("shape,size,stride", [((9, 9, 2), 5, 1), ((8, 8, 3), 2, 2), ((9, 9, 2), 2, 2),
+                                               ((10, 10, 2), 4, 1), ((11, 11, 1), 3, 2)])
+def test_synaptic_input_of_a_convolution_is_a_valid_cross_correlation(shape, size, stride):
+    rng = np.random.default_rng(size * 10 + stride)
+    x, kernel = rng.normal(size=(3, *shape)), rng.normal(size=(size, size, shape[2], 4))
+    out_h, out_w = (shape[0] - size) // stride + 1, (shape[1] - size) // stride + 1
+    layer = spiking_utils.SpikingLayer("conv", kernel, stride, np.ones(4), np.zeros(4), shape, (out_h, out_w, 4),
+                                       np.zeros(shape, dtype=np.int64))
+    expected = naive_convolution(x, kernel, stride)
+    np.testing.assert_allclose(np.asarray(spiking_utils.synaptic_input(layer, x)), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv2d_valid(x, kernel, stride), expected, rtol=1e-12, atol=1e-12)  # the tests' own
+
+
+def test_synaptic_input_of_a_dense_layer_flattens_row_major():
+    rng = np.random.default_rng(3)
+    x, kernel = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(60, 7))
+    layer = spiking_utils.SpikingLayer("dense", kernel, 1, np.ones(7), np.zeros(7), (3, 4, 5), (7,), np.zeros(60))
+    expected = np.array([[sum(x[b, i, j, c] * kernel[(i * 4 + j) * 5 + c, o] for i in range(3) for j in range(4)
+                              for c in range(5)) for o in range(7)] for b in range(2)])
+    np.testing.assert_allclose(np.asarray(spiking_utils.synaptic_input(layer, x)), expected, rtol=1e-12)
+
+
+def brute_force_synapses(layer, shape_in):
+    counts = np.zeros(shape_in, dtype=np.int64)
+    out_h = (shape_in[0] - layer.kernel_size) // layer.stride + 1
+    out_w = (shape_in[1] - layer.kernel_size) // layer.stride + 1
+    for i in range(out_h):
+        for j in range(out_w):
+            for dy in range(layer.kernel_size):
+                for dx in range(layer.kernel_size):
+                    counts[i * layer.stride + dy, j * layer.stride + dx, :] += layer.units
+    return counts
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_synapse_counts_of_lenet_layers(index):
+    layer, (shape_in, _) = ARCHITECTURES["lenet"][index], layer_shapes("lenet")[index]
+    np.testing.assert_array_equal(synapse_counts(layer, shape_in), brute_force_synapses(layer, shape_in))
+
+
+@pytest.mark.parametrize("layer,shape_in", [(HiddenLayer("c", "conv", 5, kernel_size=3, stride=2), (8, 8, 2)),
+                                            (HiddenLayer("c", "conv", 3, kernel_size=2, stride=2), (15, 15, 4)),
+                                            (HiddenLayer("c", "conv", 7, kernel_size=4, stride=3), (13, 10, 1))])
+def test_synapse_counts_with_uncovered_borders(layer, shape_in):
+    np.testing.assert_array_equal(synapse_counts(layer, shape_in), brute_force_synapses(layer, shape_in))
+
+
+def test_synapse_counts_dense_and_lenet_totals():
+    dense = ARCHITECTURES["mlp"][1]
+    np.testing.assert_array_equal(synapse_counts(dense, (400,)), np.full(400, 400))
+    # every synapse of conv2..conv4 counted once: sum = output positions x kernel taps x C_in x C_out
+    for index in (1, 2, 3):
+        layer, (shape_in, shape_out) = ARCHITECTURES["lenet"][index], layer_shapes("lenet")[index]
+        taps = layer.kernel_size**2 * shape_in[2]
+        assert synapse_counts(layer, shape_in).sum() == shape_out[0] * shape_out[1] * taps * layer.units
+
+
+# ---------------------------------------------------------------------------------------------
+# The counters, counted by hand
+
+
+def hand_network():
+    """k = 0, theta = 1, b = -0.5 everywhere. Layer 1: unit 0 <- 3.2 (3 spikes), unit 1 <- 5.2 (5 spikes).
+    Layer 2: unit 0 = 1 x unit 0 (3 spikes), unit 1 = 2 x unit 0 (6 spikes), unit 2 = 2 x unit 0 - unit 1
+    (+ + + - -: count 1). Out: class 3 <- unit 0, class 5 <- unit 1, class 7 <- 2 x unit 2."""
+    params = crafted_mlp(0, layer1=[(0, 0, 1.0), (1, 1, 1.0)],
+                         layer2=[(0, 0, 1.0), (0, 1, 2.0), (0, 2, 2.0), (1, 2, -1.0)],
+                         out=[(0, 3, 1.0), (1, 5, 1.0), (2, 7, 2.0)])
+    frames = frames_with([{0: 3.2, 1: 5.2}, {}])  # sample 1: an empty frame, never spikes
+    return params, frames, np.array([5, 0])
+
+
+def test_counters_by_hand():
+    params, frames, labels = hand_network()
+    result = simulate_chunk(convert(params), frames, 8, keep_counts=True)
+    np.testing.assert_array_equal(result.spikes, [[5, 5, 5, 3, 3, 1, 0, 0], [0] * 8])
+    np.testing.assert_array_equal(result.net_spikes, [[5, 5, 5, 1, 1, 1, 0, 0], [0] * 8])
+    # 400 synapses per layer-1 spike (dense2 fan-out) + 10 per layer-2 spike (output layer); layer 1 not counted
+    np.testing.assert_array_equal(result.sops, [[830, 830, 830, 420, 420, 10, 0, 0], [0] * 8])
+    # counts (3, 6, 1) reached as (1,1,1), (2,2,2), (3,3,3), (3,4,2), (3,5,1), (3,6,1): logits of 3, 5, 7
+    np.testing.assert_array_equal(result.predictions, [[7, 7, 7, 5, 5, 5, 5, 5], [0] * 8])  # step 3: tie 5/7 -> 5
+    np.testing.assert_array_equal(result.final_counts[0][0, :3], [3, 5, 0])
+    np.testing.assert_array_equal(result.final_counts[1][0, :4], [3, 6, 1, 0])
+    assert result.final_counts[0].sum() == 8 and result.final_counts[1].sum() == 10
+    assert (result.final_counts[0][1] == 0).all() and (result.final_counts[1][1] == 0).all()
+
+    expected_logs = {"accuracy.txt": [1, 1, 1, 2, 2, 2, 2, 2],
+                     "spike_num.txt": [5, 10, 15, 18, 21, 22, 22, 22],
+                     "spike_collect.txt": [5, 10, 15, 16, 17, 18, 18, 18],
+                     "sop_num.txt": [830, 1660, 2490, 2910, 3330, 3340, 3340, 3340]}
+    assert {name: values.reshape(-1).tolist() for name, values in log_columns(result, labels).items()} == expected_logs
+    assert literal_simulation(params, frames, labels, time_steps=8) == expected_logs
+    ann_counts, ann_predictions = quantized_ann(params, frames)
+    assert ann_counts[0][0, :2].tolist() == [3, 5] and ann_counts[1][0, :3].tolist() == [3, 6, 1]
+    assert ann_predictions.tolist() == [5, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Lossless conversion (§3)
+
+
+def check_lossless(params, x, max_steps=200):
+    """Simulate to convergence; compare the spike counts with 2**k x the quantized activations.
+
+    Layer by layer, each layer's counts are compared with the quantized ANN fed with the SNN's own
+    counts of the layer before, so every mismatch can be traced to its own rounding tie: it must lie
+    within the 1e-5 nudge (and the -1e-5 negative-spike tolerance, 1e-5 / theta in count units).
+    """
+    k, network = params["k"], convert(params)
+    result = simulate_chunk(network, x, max_steps, keep_counts=True)
+    assert (result.spikes[:, -1] == 0).all(), "did not converge"
+    activation, own_mismatches, neurons = x.astype(np.float64), 0, 0
+    for index, (spec, layer) in enumerate(zip(ARCHITECTURES[params["model"]], network.layers), start=1):
+        kernel = params[f"{spec.name}_kernel"]
+        z = weighted_sum(spec, kernel, activation)
+        g, b, m, v = (params[f"bn{index}_{f}"] for f in ("gamma", "beta", "mean", "var"))
+        scaled = 2**k * (g * (z - m) / np.sqrt(v + 1e-5) + b)
+        expected = np.round(np.maximum(scaled, 0) + 1e-5)
+        counts = result.final_counts[index - 1]
+        assert counts.min() >= 0
+        wrong = counts != expected
+        tie_distance = np.abs(scaled - np.floor(scaled) - 0.5)
+        tolerance = 1e-5 * (1 + 1 / layer.threshold) + 1e-9 + np.zeros_like(scaled)
+        assert (tie_distance[wrong] <= tolerance[wrong]).all(), (index, scaled[wrong][:5], counts[wrong][:5])
+        assert (np.abs(counts - expected)[wrong] == 1).all()
+        own_mismatches += int(wrong.sum())
+        neurons += counts.size
+        activation = counts / 2**k
+    ann_counts, ann_predictions = quantized_ann(params, x)
+    total = sum(int((c != a).sum()) for c, a in zip(result.final_counts, ann_counts))
+    first_layer = result.final_counts[0] != ann_counts[0]
+    per_sample = sum((c != a).reshape(len(x), -1).sum(axis=1) for c, a in zip(result.final_counts, ann_counts))
+    return {"result": result, "ann_predictions": ann_predictions, "own_mismatches": own_mismatches,
+            "total_mismatches": total, "neurons": neurons, "first_layer_mismatches": int(first_layer.sum()),
+            "mismatches_per_sample": per_sample,
+            "max_count": max(int(c.max()) for c in result.final_counts)}
+
+
+def assert_lossless(check, n_samples):
+    """Only near-ties may differ (checked in check_lossless), and they are rare; a prediction may
+    differ only in a sample holding such a tie."""
+    assert check["own_mismatches"] <= 1e-4 * check["neurons"]
+    assert check["total_mismatches"] <= 1e-3 * check["neurons"]
+    differs = check["result"].predictions[:, -1] != check["ann_predictions"]
+    assert not (differs & (check["mismatches_per_sample"] == 0)).any()
+    assert differs.sum() <= max(1, 0.03 * n_samples)
+    assert check["max_count"] >= 2  # the network really spikes
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("k", KS)
+def test_lossless_with_random_parameters(model, k, frames):
+    x = frames[2][:40 if model == "lenet" else 100]
+    params = random_parameters(model, k, seed=100 + k, frames=frames[2])
+    assert any((params[f"bn{i}_gamma"] < 0).any() for i in range(1, len(ARCHITECTURES[model]) + 1))
+    check = check_lossless(params, x)
+    assert_lossless(check, len(x))
+    assert check["max_count"] >= 2**k * 2
+
+
+@pytest.mark.parametrize("model,precision", SNN_CASES)
+def test_lossless_with_briefly_trained_model(model, precision, frames, script_runs):
+    run = script_runs[model, precision]
+    assert run["train"]["code"] == 0, run["stderr"][-3000:]
+    params = models.load_parameters(run["model_dir"] / models.PARAMETERS_FILE, model=model,
+                                    k=int(precision[1]), quantized_only=True)
+    x = frames[2][:40 if model == "lenet" else 100]
+    assert_lossless(check_lossless(params, x), len(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fidelity: the fast runner == the literal §4 implementation, line by line
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("k", KS)
+def test_logs_equal_literal_simulation(model, k, frames):
+    x, y = frames[2][:60], frames[3][:60]
+    params = random_parameters(model, k, seed=200 + k, frames=frames[2])
+    result = simulate(convert(params), x, time_steps=40, chunk_size=37, progress=False)
+    ours = {name: values.reshape(-1).tolist() for name, values in log_columns(result, y).items()}
+    reference = literal_simulation(params, x, y, time_steps=40, batch_size=50)
+    assert ours.keys() == reference.keys()
+    for name in reference:
+        assert len(ours[name]) == len(reference[name]) == 2 * 40
+        assert ours[name] == reference[name], name
+    # the runner dropped converged samples early (its fast path) and still matched the literal run
+    silent_from = np.array([np.flatnonzero(row)[-1] + 1 if row.any() else 0 for row in result.spikes])
+    assert silent_from.min() < 40 and len(np.unique(silent_from)) > 1
+    assert ours["spike_num.txt"][-1] > 0 and ours["sop_num.txt"][-1] > 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_dropping_converged_samples_changes_nothing(model, frames):
+    """One sample at a time (nothing to drop while others still run) == all samples together."""
+    x = frames[2][:12]
+    params = random_parameters(model, 1, seed=7, frames=frames[2])
+    network = convert(params)
+    together = simulate(network, x, 30, chunk_size=12, progress=False)
+    alone = simulate(network, x, 30, chunk_size=1, progress=False)
+    for name in ("spikes", "net_spikes", "sops", "predictions"):
+        np.testing.assert_array_equal(getattr(together, name), getattr(alone, name))
+    assert together.spikes.shape == (12, 30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs (§4 layout)
+
+
+def random_result(n_samples, time_steps, seed=0):
+    rng = np.random.default_rng(seed)
+    spikes = rng.integers(0, 50, (n_samples, time_steps))
+    return SimulationResult(spikes=spikes, net_spikes=spikes - 2 * rng.integers(0, 10, (n_samples, time_steps)),
+                            sops=rng.integers(0, 5000, (n_samples, time_steps)),
+                            predictions=rng.integers(0, 10, (n_samples, time_steps)))
+
+
+@pytest.mark.parametrize("n_samples,batch_size", [(120, 50), (100, 50), (7, 3), (1, 50)])
+def test_write_logs_layout(n_samples, batch_size, tmp_path):
+    time_steps = 6
+    result, labels = random_result(n_samples, time_steps), np.random.default_rng(1).integers(0, 10, n_samples)
+    columns = write_logs(tmp_path / "logs", result, labels, batch_size)
+    n_batches = -(-n_samples // batch_size)
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == sorted(LOG_FILES)
+    files = {name: (tmp_path / "logs" / name).read_text() for name in LOG_FILES}
+    for name, text in files.items():
+        assert text.endswith("\n")
+        lines = text.splitlines()
+        assert len(lines) == n_batches * time_steps
+        assert all(line.lstrip("-").isdigit() for line in lines), name  # plain integers
+        assert [int(line) for line in lines] == columns[name].reshape(-1).tolist()
+    # by hand: line (batch b, step t) sums, over the samples of batch b, the counter up to step t
+    for b in range(n_batches):
+        rows = slice(b * batch_size, (b + 1) * batch_size)
+        for t in range(time_steps):
+            line = b * time_steps + t
+            assert int(files["accuracy.txt"].splitlines()[line]) == int((result.predictions[rows, t] == labels[rows]).sum())
+            assert int(files["spike_num.txt"].splitlines()[line]) == int(result.spikes[rows, :t + 1].sum())
+            assert int(files["spike_collect.txt"].splitlines()[line]) == int(result.net_spikes[rows, :t + 1].sum())
+            assert int(files["sop_num.txt"].splitlines()[line]) == int(result.sops[rows, :t + 1].sum())
+
+
+def test_write_logs_unwritable_directory(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match="cannot write logs"):
+        write_logs(blocker / "logs", random_result(5, 3), np.zeros(5, dtype=int))
+    assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_write_logs_leaves_nothing_behind_on_failure(failure, tmp_path, monkeypatch):
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    (log_dir / "accuracy.txt").write_text("old\n")  # an earlier run's log must stay as it was
+    real_write = Path.write_text
+    calls = []
+
+    def failing_write(self, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 3:
+            raise failure
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", failing_write)
+    with pytest.raises(UserError if isinstance(failure, OSError) else KeyboardInterrupt):
+        write_logs(log_dir, random_result(10, 4), np.zeros(10, dtype=int))
+    monkeypatch.undo()
+    assert len(calls) == 3
+    assert sorted(p.name for p in log_dir.iterdir()) == ["accuracy.txt"]
+    assert (log_dir / "accuracy.txt").read_text() == "old\n"
+
+
+def test_steps_to_final_and_summary():
+    assert steps_to_final([0.5, 0.5]) == 1
+    assert steps_to_final([0.1, 0.9, 0.8, 0.9]) == 4
+    assert steps_to_final([0.1, 0.9, 0.9, 0.9]) == 2
+    columns = {"accuracy.txt": np.array([[1, 2, 3], [0, 1, 1]]), "spike_num.txt": np.array([[4, 8, 10], [2, 2, 6]]),
+               "spike_collect.txt": np.array([[4, 6, 6], [2, 2, 2]]), "sop_num.txt": np.array([[0, 10, 30], [0, 0, 20]])}
+    summary = evaluation.summarize_logs(columns, 4, 3, "mlp")
+    assert summary["accuracy_per_step"] == [0.25, 0.75, 1.0] and summary["final_accuracy"] == 1.0
+    assert summary["steps_to_final"] == 3
+    assert summary["positive_spikes_per_sample"] == (16 + 8) / 2 / 4 and summary["negative_spikes_per_sample"] == 1.0
+    assert summary["sops_per_sample"] == 50 / 4 and summary["ann_ops_per_sample"] == 492_000
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate_snn end to end
+
+
+SNN_RESULT_KEYS = {"accuracy_per_step", "final_accuracy", "steps_to_final", "positive_spikes_per_sample",
+                   "negative_spikes_per_sample", "sops_per_sample", "ann_ops_per_sample", "n_test", "time_steps"}
+
+
+def read_log_files(log_dir):
+    return {name: [int(line) for line in (Path(log_dir) / name).read_text().splitlines()] for name in LOG_FILES}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_evaluate_snn_end_to_end(model, frame_data, frames, script_runs, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(script_runs[model, "k1"]["model_dir"], model_dir)
+    log_dir, n_test, time_steps = tmp_path / "logs", (50 if model == "lenet" else 100), 60
+    results = evaluation.evaluate_snn(model, "k1", frame_data, model_dir, log_dir, time_steps=time_steps,
+                                      test_limit=n_test, check_lossless=True, progress=False)
+    out = capsys.readouterr().out
+    saved = json.loads((log_dir / "snn_results.json").read_text())
+    assert SNN_RESULT_KEYS <= set(saved) and saved == json.loads(json.dumps(results))
+    assert len(saved["accuracy_per_step"]) == time_steps and saved["final_accuracy"] == saved["accuracy_per_step"][-1]
+    assert (saved["n_test"], saved["time_steps"]) == (n_test, time_steps)
+    assert 1 <= saved["steps_to_final"] <= time_steps
+    logs = read_log_files(log_dir)
+    n_batches = -(-n_test // 50)
+    assert all(len(values) == n_batches * time_steps for values in logs.values())
+    final = {name: sum(values[b * time_steps + time_steps - 1] for b in range(n_batches)) for name, values in logs.items()}
+    assert saved["final_accuracy"] == final["accuracy.txt"] / n_test
+    assert saved["sops_per_sample"] == final["sop_num.txt"] / n_test
+    assert saved["positive_spikes_per_sample"] + saved["negative_spikes_per_sample"] == pytest.approx(final["spike_num.txt"] / n_test)
+    assert saved["positive_spikes_per_sample"] > 0 and saved["negative_spikes_per_sample"] >= 0
+
+    report = saved["lossless_check"]
+    assert f"lossless check: {report['mismatching_neurons']} mismatching neurons" in out
+    assert f"{report['mismatching_predictions']} of {n_test} predictions differ" in out
+    assert report["mismatching_predictions"] == 0
+    assert report["mismatching_neurons"] <= 1e-4 * n_test * spiking_neuron_count(model)
+    # lossless: the SNN's final accuracy is the quantized ANN's (Keras) accuracy on the same samples
+    ann = evaluation.evaluate_ann(model, "k1", frame_data, model_dir, test_limit=n_test)
+    assert saved["final_accuracy"] == ann["accuracy"]
+
+
+def test_evaluate_snn_interrupted_while_writing_leaves_no_logs(frame_data, tmp_path, make_params, monkeypatch):
+    write_parameters(tmp_path / "model" / models.PARAMETERS_FILE, make_params("mlp", 0, seed=3))
+    real_write = Path.write_text
+    calls = []
+
+    def failing_write(self, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate_snn("mlp", "k0", frame_data, tmp_path / "model", tmp_path / "logs", time_steps=5,
+                                test_limit=10, progress=False)
+    monkeypatch.undo()
+    assert list((tmp_path / "logs").iterdir()) == []  # no log, no snn_results.json, no temporary file
+
+
+# ---------------------------------------------------------------------------------------------
+# The 6 SNN scripts: bad input (one line on stderr, exit 2) and real runs
+
+
+@pytest.fixture(scope="module")
+def parameter_files(tmp_path_factory):
+    """{(model, k): model dir holding a random §6 file}; k = -1 is full precision."""
+    root = tmp_path_factory.mktemp("parameter_files")
+    files = {}
+    for model in MODELS:
+        for k in (-1, 0, 1, 2):
+            model_dir = root / f"{model}_{k}"
+            write_parameters(model_dir / models.PARAMETERS_FILE, random_parameters(model, k, seed=k + 5))
+            files[model, k] = model_dir
+    return files
+
+
+def broken_file(source_dir, target_dir, **changes):
+    with np.load(source_dir / models.PARAMETERS_FILE, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    for name, value in changes.items():
+        if value is None:
+            del arrays[name]
+        else:
+            arrays[name] = value
+    target_dir.mkdir(parents=True)
+    np.savez(target_dir / models.PARAMETERS_FILE, **arrays)
+    return target_dir
+
+
+BAD_INPUT_CASES = ["missing file", "other model", "full precision", "other k", "missing array", "wrong shape",
+                   "non-positive variance", "time steps 0", "batch size 0", "test limit 0", "unwritable log dir"]
+
+
+def bad_input(case, model, k, parameter_files, tmp_path):
+    """(extra argv, model dir, log dir, expected fragment of the error line)."""
+    own, log_dir, extra = parameter_files[model, k], tmp_path / "logs", []
+    first = ARCHITECTURES[model][0].name
+    if case == "missing file":
+        own, fragment = tmp_path / "empty", "parameter file not found"
+    elif case == "other model":
+        other = "mlp" if model == "lenet" else "lenet"
+        own, fragment = parameter_files[other, k], f"holds a {other} model, expected {model}"
+    elif case == "full precision":
+        own, fragment = parameter_files[model, -1], f"holds precision full, expected k{k}"
+    elif case == "other k":
+        own, fragment = parameter_files[model, (k + 1) % 3], f"expected k{k}"
+    elif case == "missing array":
+        own, fragment = broken_file(own, tmp_path / "m", bn1_var=None), "missing array 'bn1_var'"
+    elif case == "wrong shape":
+        own, fragment = broken_file(own, tmp_path / "m", **{f"{first}_kernel": np.zeros((3, 3), np.float32)}), \
+            f"array '{first}_kernel' has shape (3, 3)"
+    elif case == "non-positive variance":
+        var = np.load(own / models.PARAMETERS_FILE)["bn2_var"].copy()
+        var[3] = 0.0
+        own, fragment = broken_file(own, tmp_path / "m", bn2_var=var), "bn2_var holds a non-positive variance"
+    elif case == "time steps 0":
+        extra, fragment = ["--time-steps", "0"], "must be at least 1"
+    elif case == "batch size 0":
+        extra, fragment = ["--batch-size", "0"], "must be at least 1"
+    elif case == "test limit 0":
+        extra, fragment = ["--test-limit", "0"], "--test-limit must be at least 1"
+    elif case == "unwritable log dir":
+        (tmp_path / "a_file").write_text("x")
+        log_dir, fragment = tmp_path / "a_file" / "logs", "log directory is not writable"
+    return extra, own, log_dir, fragment
+
+
+@pytest.mark.parametrize("model,precision", SNN_CASES)
+@pytest.mark.parametrize("case", BAD_INPUT_CASES)
+def test_snn_script_bad_input(case, model, precision, parameter_files, frame_data, tmp_path, capsys, monkeypatch):
+    """The thin script itself, run as __main__ in this interpreter (its errors happen before any work)."""
+    k = int(precision[1])
+    extra, model_dir, log_dir, fragment = bad_input(case, model, k, parameter_files, tmp_path)
+    script = script_paths(model, precision)["snn"]
+    argv = [script, "--data", str(frame_data), "--model-dir", str(model_dir), "--log-dir", str(log_dir),
+            "--time-steps", "3", "--test-limit", "5", "--quiet", *extra]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(REPO / script), run_name="__main__")
+    assert exit.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: "), captured.err
+    assert fragment in captured.err, captured.err
+    if case not in ("time steps 0", "batch size 0", "test limit 0"):
+        assert str(model_dir if case != "unwritable log dir" else log_dir) in captured.err
+    written = list(log_dir.iterdir()) if log_dir.is_dir() else []
+    assert written == []  # nothing simulated, nothing written
+
+
+def test_snn_script_bad_input_in_a_fresh_process(parameter_files, frame_data, tmp_path):
+    completed = run_script("LeNet/inference_k2_slenet_n_mnist.py", "--data", frame_data, "--model-dir",
+                           parameter_files["mlp", 2], "--log-dir", tmp_path / "logs", "--time-steps", "3", "--quiet")
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "holds a mlp model, expected lenet", str(parameter_files["mlp", 2]))
+    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").iterdir())
+
+
+@pytest.mark.parametrize("model,precision", SNN_CASES)
+def test_snn_thin_scripts(model, precision, script_runs):
+    run = script_runs[model, precision]
+    assert run["snn"]["code"] == 0, run["stdout"][-3000:] + run["stderr"][-3000:]
+    assert "Traceback" not in run["snn"]["stderr"]
+    assert f"SNN {model} {precision}: final accuracy" in run["snn"]["stdout"]
+    logs = read_log_files(run["log_dir"])
+    assert all(len(values) == 10 for values in logs.values())  # 20 samples: one batch x 10 steps
+    for name in ("spike_num.txt", "spike_collect.txt", "sop_num.txt"):
+        assert logs[name] == sorted(logs[name]) or name == "spike_collect.txt"  # cumulative
+    assert all(0 <= value <= 20 for value in logs["accuracy.txt"])
+    results = json.loads((run["log_dir"] / "snn_results.json").read_text())
+    assert SNN_RESULT_KEYS <= set(results)
+    assert (results["n_test"], results["time_steps"], len(results["accuracy_per_step"])) == (20, 10, 10)
+    assert results["final_accuracy"] == logs["accuracy.txt"][-1] / 20
+    assert results["ann_ops_per_sample"] == {"lenet": 7_535_808, "mlp": 492_000}[model]
+    assert sorted(p.name for p in run["log_dir"].iterdir()) == sorted([*LOG_FILES, "snn_results.json"])
+    assert MODEL_FOLDERS[model] in script_paths(model, precision)["snn"]

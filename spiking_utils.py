@@ -120,6 +120,13 @@ def weighted_input(kind, kernel, stride, inputs):
     inputs: (B, H, W, C_in) for a convolution with kernel (kh, kw, C_in, C_out), or anything
     flattened to (B, fan_in) for a dense kernel (fan_in, units). float64 in, float64 tensor out.
     """
+    if kind == "conv" and kernel.shape[0] == stride:
+        # Non-overlapping windows (the stride-2 "pooling" convolutions): gather each window into the
+        # channels, then one matrix product. Same sums as conv2d, several times faster on the CPU.
+        size, channels_out = kernel.shape[0], kernel.shape[-1]
+        height, width = (inputs.shape[1] // size) * size, (inputs.shape[2] // size) * size
+        windows = tf.nn.space_to_depth(inputs[:, :height, :width], size)  # (B, H/s, W/s, s*s*C_in), (kh, kw, C_in) order
+        return tf.einsum("bhwk,ko->bhwo", windows, tf.reshape(kernel, (-1, channels_out)))
     if kind == "conv":
         return tf.nn.conv2d(inputs, kernel, stride, "VALID")
     return tf.matmul(tf.reshape(inputs, (tf.shape(inputs)[0], -1)), kernel)
@@ -206,31 +213,37 @@ def make_network_step(network):
     first, *layers = network.layers
     out_kernel = tf.constant(network.out_kernel)
     state_specs = [tf.TensorSpec((None, *layer.output_shape), tf.float64) for layer in layers]
-    synapses = [tf.constant(layer.synapses_per_input, tf.float64) for layer in layers]
+    # Per layer, a (units, 2) matrix: column 0 counts a unit's spikes, column 1 the synapses each of
+    # its spikes drives (the next layer's synapses_per_input, or the 10 output units), so one matrix
+    # product gives both the spike count and the SOPs of a layer's output.
+    fan_out = [layer.synapses_per_input.reshape(-1) for layer in layers]
+    fan_out.append(np.full(int(np.prod(layers[-1].output_shape)), NUM_CLASSES))
+    counters = [tf.constant(np.stack([np.ones(len(f)), f], axis=1), tf.float64) for f in fan_out]
 
-    def per_sample(values):  # (B, ...) -> (B,)
-        return tf.reduce_sum(tf.reshape(values, (tf.shape(values)[0], -1)), axis=1)
+    def flatten(values):  # (B, ...) -> (B, units)
+        return tf.reshape(values, (tf.shape(values)[0], -1))
+
+    def count(spikes, counter):  # -> |spikes| per sample, SOPs they cause, net spikes per sample
+        flat = flatten(spikes)
+        magnitude_and_sops = tf.matmul(tf.abs(flat), counter)
+        return magnitude_and_sops[:, 0], magnitude_and_sops[:, 1], tf.reduce_sum(flat, axis=1)
 
     @tf.function(input_signature=[
         tf.TensorSpec((), tf.int64), tf.TensorSpec((None, *first.output_shape), tf.int64),
         state_specs, state_specs, state_specs[-1]])
     def step(t, first_counts, mem, mem_q, last_counts):
         spikes = tf.cast(first_counts > t, tf.float64)  # layer 1 fires +1 at steps 0 .. n-1
-        spike_total = per_sample(spikes)
-        net_total = spike_total
-        sop_total = tf.zeros_like(spike_total)
+        spike_total, sop_total, net_total = count(spikes, counters[0])
         new_mem, new_mem_q = [], []
-        for layer, weights, layer_mem, layer_mem_q in zip(layers, synapses, mem, mem_q):
-            sop_total += per_sample(tf.abs(spikes) * weights)  # input spikes reaching this layer
+        for layer, counter, layer_mem, layer_mem_q in zip(layers, counters[1:], mem, mem_q):
             layer_mem = layer_mem + synaptic_input(layer, spikes)
             spikes, layer_mem_q = neuron_step(layer_mem, layer_mem_q, layer.threshold, layer.bound)
-            spike_total += per_sample(tf.abs(spikes))
-            net_total += per_sample(spikes)
+            magnitude, sops, net = count(spikes, counter)
+            spike_total, sop_total, net_total = spike_total + magnitude, sop_total + sops, net_total + net
             new_mem.append(layer_mem)
             new_mem_q.append(layer_mem_q)
-        sop_total += per_sample(tf.abs(spikes)) * NUM_CLASSES  # synapses into the output layer
         last_counts = last_counts + spikes
-        logits = tf.matmul(tf.reshape(last_counts, (tf.shape(last_counts)[0], -1)), out_kernel)
+        logits = tf.matmul(flatten(last_counts), out_kernel)
         return new_mem, new_mem_q, last_counts, spike_total, net_total, sop_total, logits
 
     return step

@@ -297,6 +297,25 @@ def test_counters_by_hand():
     assert ann_predictions.tolist() == [5, 0]
 
 
+def test_exact_ties_are_the_documented_exception():
+    """theta = 1 and b = -0.5 exactly (sigma = sqrt(1 - 1e-5 + 1e-5) = 1): 2**k BN(z) = n + 0.5 exactly gives
+    n spikes (d must exceed theta) where the ANN's nudge gives n + 1. Layer 1 (pixel 0 in 0.5, 1.5, 2.5)
+    and layer 2 (0.5 x a layer-1 count of 5 = 2.5) alike; the literal implementation agrees."""
+    params = crafted_mlp(0, layer1=[(0, 0, 1.0), (1, 1, 1.0)], layer2=[(1, 0, 0.5)], out=[(0, 1, 1.0)])
+    frames = frames_with([{0: 0.5, 1: 5.2}, {0: 1.5, 1: 5.2}, {0: 2.5, 1: 5.2}])
+    network = convert(params)
+    assert network.layers[0].threshold[0] == 1.0 and network.layers[0].bound[0] == -0.5
+    result = simulate_chunk(network, frames, 12, keep_counts=True)
+    np.testing.assert_array_equal(result.final_counts[0][:, :2], [[0, 5], [1, 5], [2, 5]])
+    np.testing.assert_array_equal(result.final_counts[1][:, 0], [2, 2, 2])  # mem 2.5: + at steps 1 and 3 only
+    ann_counts, _ = quantized_ann(params, frames)
+    np.testing.assert_array_equal(ann_counts[0][:, 0], [1, 2, 3])
+    np.testing.assert_array_equal(ann_counts[1][:, 0], [3, 3, 3])
+    labels = np.array([1, 0, 1])
+    ours = {name: values.reshape(-1).tolist() for name, values in log_columns(result, labels).items()}
+    assert ours == literal_simulation(params, frames, labels, time_steps=12)
+
+
 # ---------------------------------------------------------------------------------------------
 # Lossless conversion (§3)
 
@@ -503,11 +522,12 @@ def test_evaluate_snn_end_to_end(model, frame_data, frames, script_runs, tmp_pat
     model_dir = tmp_path / "model"
     shutil.copytree(script_runs[model, "k1"]["model_dir"], model_dir)
     log_dir, n_test, time_steps = tmp_path / "logs", (50 if model == "lenet" else 100), 60
-    results = evaluation.evaluate_snn(model, "k1", frame_data, model_dir, log_dir, time_steps=time_steps,
-                                      test_limit=n_test, check_lossless=True, progress=False)
+    evaluation.main_snn(model, "k1", ["--data", str(frame_data), "--model-dir", str(model_dir), "--log-dir", str(log_dir),
+                                      "--time-steps", str(time_steps), "--test-limit", str(n_test), "--check-lossless",
+                                      "--quiet"])
     out = capsys.readouterr().out
     saved = json.loads((log_dir / "snn_results.json").read_text())
-    assert SNN_RESULT_KEYS <= set(saved) and saved == json.loads(json.dumps(results))
+    assert SNN_RESULT_KEYS <= set(saved)
     assert len(saved["accuracy_per_step"]) == time_steps and saved["final_accuracy"] == saved["accuracy_per_step"][-1]
     assert (saved["n_test"], saved["time_steps"]) == (n_test, time_steps)
     assert 1 <= saved["steps_to_final"] <= time_steps
@@ -523,11 +543,12 @@ def test_evaluate_snn_end_to_end(model, frame_data, frames, script_runs, tmp_pat
     report = saved["lossless_check"]
     assert f"lossless check: {report['mismatching_neurons']} mismatching neurons" in out
     assert f"{report['mismatching_predictions']} of {n_test} predictions differ" in out
-    assert report["mismatching_predictions"] == 0
+    assert report["mismatching_predictions"] <= 1  # only a rounding tie could flip one
     assert report["mismatching_neurons"] <= 1e-4 * n_test * spiking_neuron_count(model)
-    # lossless: the SNN's final accuracy is the quantized ANN's (Keras) accuracy on the same samples
+    # lossless: the SNN's final accuracy is the quantized ANN's (Keras, float32) accuracy on the same
+    # samples, up to one sample whose float32 activations land on the other side of a rounding tie
     ann = evaluation.evaluate_ann(model, "k1", frame_data, model_dir, test_limit=n_test)
-    assert saved["final_accuracy"] == ann["accuracy"]
+    assert abs(saved["final_accuracy"] - ann["accuracy"]) <= 1 / n_test + 1e-12
 
 
 def test_evaluate_snn_interrupted_while_writing_leaves_no_logs(frame_data, tmp_path, make_params, monkeypatch):

@@ -159,22 +159,24 @@ def first_layer_spike_counts(layer, encoded_input, time_steps):
     adds theta to mem_q, one spike per step, while the gap exceeds theta: n = floor((max(mem, b) - b)
     / theta), capped at T. (The gap never drops below -1e-5, so there are no negative spikes.)
     Where that ratio lies within rounding error of an integer, the recurrence itself is replayed,
-    so n is exactly what a step-by-step float64 simulation gives. Returns int64 (B, *output_shape).
+    so n is exactly what a step-by-step float64 simulation gives. Returns an int64 tensor (B, *output_shape).
     """
-    target = np.maximum(synaptic_input(layer, encoded_input).numpy(), layer.bound)  # max(mem, b) for all t
-    bound, threshold = np.broadcast_to(layer.bound, target.shape), np.broadcast_to(layer.threshold, target.shape)
-    ratio = (target - bound) / threshold
-    counts = np.minimum(np.floor(ratio), time_steps).astype(np.int64)
-    rounding_margin = 1e-10 * (1.0 + (np.abs(target) + np.abs(bound)) / threshold)
-    replay = np.flatnonzero((np.abs(ratio - np.round(ratio)) < rounding_margin) & (ratio > 0.5))
-    if len(replay):
-        gap_target, theta = target.reshape(-1)[replay], threshold.reshape(-1)[replay]
-        mem_q, fired = bound.reshape(-1)[replay].copy(), np.zeros(len(replay), dtype=np.int64)
+    target = tf.maximum(synaptic_input(layer, encoded_input), layer.bound)  # max(mem, b) for all t
+    ratio = (target - layer.bound) / layer.threshold
+    counts = tf.cast(tf.minimum(tf.floor(ratio), time_steps), tf.int64)
+    # rounding error of the step-by-step sums, relative to theta: ~T ulps of |target| + |b| <= ratio*theta + 2|b|
+    margin = 1e-10 * (1.0 + ratio + 2.0 * np.abs(layer.bound) / layer.threshold)
+    replay = tf.where((tf.abs(ratio - tf.round(ratio)) < margin) & (ratio > 0.5))  # (n, rank) indices
+    if replay.shape[0]:
+        gap_target = tf.gather_nd(target, replay).numpy()
+        channel = replay[:, -1].numpy()
+        theta, mem_q = layer.threshold[channel], layer.bound[channel].copy()
+        fired = np.zeros(len(channel), dtype=np.int64)
         for _ in range(time_steps):
             spikes = gap_target - mem_q > theta
             mem_q += spikes * theta
             fired += spikes
-        counts.reshape(-1)[replay] = fired
+        counts = tf.tensor_scatter_nd_update(counts, replay, fired)
     return counts
 
 
@@ -260,11 +262,11 @@ def simulate_chunk(network, frames, time_steps, keep_counts=False, step=None):
     first, *layers = network.layers
     n_samples = len(frames)
     spikes_log, net_log, sops_log, predictions = (np.zeros((n_samples, time_steps), dtype=np.int64) for _ in range(4))
-    first_counts = first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
-    final_counts = [first_counts] + [np.zeros((n_samples, *layer.output_shape), dtype=np.int64) for layer in layers]
+    state_first = first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
+    final_counts = [state_first.numpy() if keep_counts else None]
+    final_counts += [np.zeros((n_samples, *layer.output_shape), dtype=np.int64) for layer in layers]
 
     rows = np.arange(n_samples)  # chunk rows of the state below
-    state_first = tf.constant(first_counts)
     mem = [tf.zeros((n_samples, *layer.output_shape), tf.float64) for layer in layers]
     mem_q = [tf.constant(np.broadcast_to(layer.bound, (n_samples, *layer.output_shape))) for layer in layers]
     last_counts = tf.zeros((n_samples, *layers[-1].output_shape), tf.float64)

@@ -25,8 +25,8 @@ def zoom_window(all_logs, ann_accuracy):
     if ann_accuracy is not None:
         finals.append(100 * ann_accuracy)
     spread = max(finals) - min(finals)
-    y_low = min(finals) - max(2.0, 1.5 * spread)
-    y_high = max(finals) + max(0.5, 0.3 * spread)
+    y_low = max(0.0, min(finals) - max(2.0, 1.5 * spread))
+    y_high = min(100.0, max(finals) + max(0.5, 0.3 * spread))
     longest = max(log.time_steps for log in all_logs)
     x_max = min(longest, max(log.steps_to_final for log in all_logs) + 6)
     return max(x_max, min(longest, 5)), y_low, y_high

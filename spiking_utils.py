@@ -24,12 +24,11 @@ from tqdm import tqdm
 
 from architectures import ARCHITECTURES, BN_EPSILON, NUM_CLASSES, QUANTIZER_TIE_NUDGE, layer_shapes
 from cli import UserError, atomic_path
+from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final  # noqa: F401  (part of this module's interface)
 
 NEGATIVE_SPIKE_TOLERANCE = 1e-5  # d < -1e-5 fires a negative spike (§4, step 5)
 TIME_STEPS = 40  # the authors' T
-LOG_BATCH_SIZE = 50  # the authors' batch; the logs hold one line per (batch of 50, step)
-CHUNK_SIZE = 500  # samples simulated together; any value gives the same logs
-LOG_FILES = ("accuracy.txt", "spike_num.txt", "spike_collect.txt", "sop_num.txt")
+CHUNK_SIZE = 256  # samples simulated together; any value gives the same logs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +200,7 @@ class SimulationResult:
         return self.spikes.shape[1]
 
 
-COMPACT_FRACTION = 0.2  # drop finished samples from the state once they are this share of it
+COMPACT_FRACTION = 0.05  # drop finished samples from the state once they are this share of it
 
 
 def make_network_step(network):
@@ -234,8 +233,10 @@ def make_network_step(network):
         tf.TensorSpec((), tf.int64), tf.TensorSpec((None, *first.output_shape), tf.int64),
         state_specs, state_specs, state_specs[-1]])
     def step(t, first_counts, mem, mem_q, last_counts):
-        spikes = tf.cast(first_counts > t, tf.float64)  # layer 1 fires +1 at steps 0 .. n-1
-        spike_total, sop_total, net_total = count(spikes, counters[0])
+        spikes = tf.cast(first_counts > t, tf.float64)  # layer 1 fires +1 at steps 0 .. n-1, never -1
+        spike_total_and_sops = tf.matmul(flatten(spikes), counters[0])
+        spike_total, sop_total = spike_total_and_sops[:, 0], spike_total_and_sops[:, 1]
+        net_total = spike_total
         new_mem, new_mem_q = [], []
         for layer, counter, layer_mem, layer_mem_q in zip(layers, counters[1:], mem, mem_q):
             layer_mem = layer_mem + synaptic_input(layer, spikes)
@@ -363,13 +364,6 @@ def lossless_report(result, network):
         "mismatching_prediction_share": float((result.predictions[:, -1] != result.ann_predictions).mean()),
         "first_step_all_predictions_match": first_step,
     }
-
-
-def steps_to_final(accuracy_per_step):
-    """The first step, counted from 1, from which the accuracy stays at its final value (§5)."""
-    accuracy_per_step = np.asarray(accuracy_per_step)
-    different = np.flatnonzero(accuracy_per_step != accuracy_per_step[-1])
-    return int(different[-1]) + 2 if len(different) else 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 
 from architectures import DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES
 from cli import REPO_ROOT, UserError, atomic_path
-from spiking_utils import LOG_BATCH_SIZE, LOG_FILES, steps_to_final
+from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final
 
 DEFAULT_BATCH_SIZE = LOG_BATCH_SIZE  # only used when a folder has no snn_results.json
 RESULTS_FILE = "snn_results.json"

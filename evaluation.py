@@ -112,9 +112,11 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     if check_lossless:
         report = spiking_utils.lossless_report(result, network)
         results["lossless_check"] = report
-        print(f"lossless check: {report['mismatching_neurons']} mismatching neurons "
-              f"({100 * report['mismatching_neuron_share']:.5f}%), in {report['samples_with_mismatching_neurons']} samples; "
-              f"{report['mismatching_predictions']} of {len(y_test)} predictions differ from the quantized ANN "
+        print(f"lossless check: {report['mismatching_neurons']} neurons "
+              f"({100 * report['mismatching_neuron_share']:.4f}%, in {report['samples_with_mismatching_neurons']} samples) "
+              f"differ from 2^k x the quantized ANN: {report['rounding_tie_neurons']} at 1e-5 rounding ties of their own (§3), "
+              f"{report['downstream_of_ties_neurons']} downstream of those, {report['other_mismatching_neurons']} otherwise; "
+              f"{report['mismatching_predictions']} of {len(y_test)} predictions differ "
               f"({100 * report['mismatching_prediction_share']:.2f}%); all predictions match from step "
               f"{report['first_step_all_predictions_match'] or 'never'}")
     write_text_atomic(log_dir / SNN_RESULTS_FILE, json.dumps(results, indent=1) + "\n")

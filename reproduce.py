@@ -22,7 +22,7 @@ from architectures import DISPLAY_NAMES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS,
 from cli import REPO_ROOT, UserError, run_main, write_text_atomic
 from models import PARAMETERS_FILE
 
-DEMO_EPOCHS = 30  # the demo's short schedule; the paper's is training.EPOCHS
+DEMO_EPOCHS = 50  # the demo's short schedule; the paper's is training.EPOCHS
 TIMINGS_FILE = "reproduce_timings.json"
 RESULTS_FILE = "RESULTS.md"
 FIGURES = ("accuracy_speed", "sops", "sparsity")
@@ -248,7 +248,7 @@ def results_markdown(paths, args, timings):
     lines += ["", "Steps: the first time step (from 1) from which the SNN accuracy stays at its final value. "
               "Spikes and SOPs: per test sample after the last step. The lossless check compares every neuron's "
               "net spike count with 2^k × the quantized ANN activation (float64) and the SNN's predictions with "
-              "the quantized ANN's.", "", "## Stage wall times", "", "| stage | seconds |", "|---|---|"]
+              "the quantized ANN's.", "", "### Stage wall times", "", "| stage | seconds |", "|---|---|"]
     for name, seconds in timings.items():
         lines.append(f"| {name} | {seconds:.1f} |")
     lines += ["", f"Total: {sum(timings.values()):.0f} s on {machine_description()}.", ""]

@@ -1,0 +1,119 @@
+"""reproduce.py: the whole study end to end on tiny data, skipping of complete stages, RESULTS.md, bad input."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import reproduce
+from architectures import FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS
+from cli import UserError
+
+REPO = reproduce.REPO_ROOT
+TINY_RUN = ["--epochs", "1", "--train-limit", "200", "--test-limit", "50", "--time-steps", "12"]
+N_STAGES = 1 + 8 + 8 + 6 + 2  # data, trainings, ANN evaluations, SNNs, figures
+
+
+@pytest.fixture(scope="module")
+def study(frame_data, tmp_path_factory):
+    """A complete tiny study under a temporary out-root: (out_root, stdout of the run)."""
+    out_root = tmp_path_factory.mktemp("study")
+    stdout = run_reproduce(["--data", str(frame_data), "--out-root", str(out_root), *TINY_RUN])
+    return out_root, stdout
+
+
+def run_reproduce(argv):
+    """Run reproduce.main in a fresh interpreter (its own TensorFlow state); return stdout."""
+    result = subprocess.run([sys.executable, "reproduce.py", *argv], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def stage_lines(stdout):
+    return [line for line in stdout.splitlines() if re.match(r"\[\s*\d+/\d+\]", line)]
+
+
+def test_the_whole_study_produces_every_output(study):
+    out_root, stdout = study
+    for model in MODEL_NAMES:
+        folder = out_root / MODEL_FOLDERS[model]
+        for precision in PRECISIONS:
+            ann = json.loads((folder / "checkpoints" / precision / "ann_results.json").read_text())
+            assert (ann["model"], ann["precision"], ann["n_test"]) == (model, precision, 50)
+        for precision in PRECISIONS[1:]:
+            snn = json.loads((folder / "figs" / precision / "snn_results.json").read_text())
+            assert snn["time_steps"] == 12 and len(snn["accuracy_per_step"]) == 12
+            assert snn["lossless_check"]["other_mismatching_neurons"] == 0
+        for name in ("accuracy", "sop", "spike_neuron"):
+            png = folder / "figs" / f"{FIGURE_PREFIXES[model]}_{name}_n_mnist.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out_root / "RESULTS.md").is_file()
+    done = [line for line in stage_lines(stdout) if "done in" in line]
+    assert len(done) == N_STAGES - 1  # the data file exists already: its stage is complete
+
+
+def test_results_table_is_computed_from_the_result_files(study):
+    out_root, _ = study
+    results = (out_root / "RESULTS.md").read_text()
+    for model in MODEL_NAMES:
+        folder = out_root / MODEL_FOLDERS[model]
+        ann = json.loads((folder / "checkpoints" / "k1" / "ann_results.json").read_text())
+        snn = json.loads((folder / "figs" / "k1" / "snn_results.json").read_text())
+        row = next(line for line in results.splitlines()
+                   if line.startswith(f"| {reproduce.DISPLAY_NAMES[model]} | k1 |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[3] == f"{100 * ann['accuracy']:.2f}%"
+        assert cells[5] == f"{100 * snn['final_accuracy']:.2f}%"
+        assert cells[6].endswith(f"/ {snn['steps_to_final']}")
+        assert cells[7].endswith(f"/ {snn['positive_spikes_per_sample']:,.1f}")
+        assert cells[9].endswith(f"/ {snn['sops_per_sample']:,.0f}")
+    assert "| LeNet | k1 | 97.86% |" in results  # the paper's numbers, quoted beside ours
+    assert "Stage wall times" in results and "train lenet k1" in results
+
+
+def test_a_rerun_skips_complete_stages_and_redoes_only_what_changed(study, frame_data, tmp_path):
+    out_root, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out_root, copy)
+    (copy / "MLP" / "figs" / "k1" / "snn_results.json").unlink()
+    stdout = run_reproduce(["--data", str(frame_data), "--out-root", str(copy), *TINY_RUN])
+    redone = [line for line in stage_lines(stdout) if "done in" in line]
+    assert [line.split("] ")[1].split(":")[0] for line in redone] == ["SNN mlp k1", "figures mlp"]
+    assert sum("complete, skipped" in line for line in stage_lines(stdout)) == N_STAGES - 2
+
+
+def test_a_failing_stage_stops_the_run_and_keeps_completed_stages(study, frame_data, tmp_path):
+    out_root, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out_root, copy)
+    (copy / "MLP" / "checkpoints" / "k1" / "model_n_mnist.npz").write_bytes(b"not an npz")
+    kept = (copy / "LeNet" / "figs" / "k1" / "accuracy.txt").read_text()
+    result = subprocess.run([sys.executable, "reproduce.py", "--data", str(frame_data), "--out-root", str(copy), *TINY_RUN],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: stage 'ANN mlp k1' failed: ")
+    assert "SNN mlp k2" not in result.stdout  # nothing after the failing stage ran
+    assert (copy / "LeNet" / "figs" / "k1" / "accuracy.txt").read_text() == kept
+
+
+@pytest.mark.parametrize("flags", [["--models", "resnet"], ["--precisions", "k3"], ["--epochs", "0"]])
+def test_unknown_names_and_bad_numbers_are_one_line_errors(flags):
+    with pytest.raises(UserError):
+        reproduce.parse_args(flags)
+    result = subprocess.run([sys.executable, "reproduce.py", *flags], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_missing_raw_data_fails_in_the_data_stage(tmp_path):
+    result = subprocess.run([sys.executable, "reproduce.py", "--raw", str(tmp_path / "nothing"), "--data",
+                             str(tmp_path / "frames.npz"), "--out-root", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: stage 'data' failed: ")
+    assert not (tmp_path / "frames.npz").exists()

@@ -291,7 +291,8 @@ def parse_args(argv=None):
     for name in args.precisions:
         if name not in PRECISIONS:
             raise UserError(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
-    args.epochs = args.epochs or (DEMO_EPOCHS if args.demo else training.EPOCHS)
+    if args.epochs is None:
+        args.epochs = DEMO_EPOCHS if args.demo else training.EPOCHS
     args.data = args.data or (preprocessing_n_mnist.DEFAULT_DEMO_OUT if args.demo else n_mnist.DEFAULT_DATA)
     for flag in ("epochs", "time_steps", "train_limit", "test_limit"):
         value = getattr(args, flag)

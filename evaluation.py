@@ -10,6 +10,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
 
 import models
@@ -35,8 +36,6 @@ def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit
     Also records the largest activation of each hidden layer: times 2**k it is the largest spike
     count a neuron of the converted SNN needs, which bounds the time steps it needs.
     """
-    import keras
-
     k = precision_to_k(precision)
     model_dir = Path(model_dir or default_model_dir(model, precision))
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k)

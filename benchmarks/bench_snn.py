@@ -94,9 +94,10 @@ def main(argv=None):
           f"(samples spike on {active_steps:.1f} of {args.time_steps} steps on average)")
     print(f"logs identical to the literal implementation on the subset: {identical}")
     speedup = literal_seconds / fast_seconds
-    print(f"speed-up: {speedup:.1f}x  (targets: < {TARGET_SECONDS:.0f} s, >= {TARGET_SPEEDUP:.0f}x, "
-          f"< {TARGET_PEAK_GB:.0f} GB: {'met' if fast_seconds < TARGET_SECONDS and speedup >= TARGET_SPEEDUP and peak_gb < TARGET_PEAK_GB else 'NOT met'})")
-
+    print(f"speed-up: {speedup:.1f}x")
+    if args.model == "lenet" and args.samples == 10_000 and args.time_steps == 40:  # the task the targets are set for
+        met = fast_seconds < TARGET_SECONDS and speedup >= TARGET_SPEEDUP and peak_gb < TARGET_PEAK_GB
+        print(f"targets (< {TARGET_SECONDS:.0f} s, >= {TARGET_SPEEDUP:.0f}x, < {TARGET_PEAK_GB:.0f} GB): {'met' if met else 'NOT met'}")
 
 if __name__ == "__main__":
     run_main(main)

@@ -7,6 +7,7 @@ Stages whose outputs are complete are skipped, so a rerun after an interruption 
 (an interrupted training resumes from its last finished epoch); --force redoes everything.
 """
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -18,7 +19,8 @@ import evaluation
 import n_mnist
 import preprocessing_n_mnist
 import training
-from architectures import DISPLAY_NAMES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, ann_ops_per_sample, precision_to_k
+from architectures import (DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, ann_ops_per_sample,
+                           precision_to_k)
 from cli import REPO_ROOT, UserError, run_main, write_text_atomic
 from models import PARAMETERS_FILE
 
@@ -138,8 +140,6 @@ def build_stages(args, paths):
         outputs = [figure_dir / f"{prefix}.png" for prefix in figure_names(model)]
 
         def draw(model=model, figure_dir=figure_dir, ann_results=ann_results):
-            import importlib
-
             for script in FIGURES:
                 module = importlib.import_module(f"figs.{script}")
                 module.main(["--model", model, "--log-root", str(figure_dir), "--out-dir", str(figure_dir),
@@ -150,8 +150,6 @@ def build_stages(args, paths):
 
 
 def figure_names(model):
-    from architectures import FIGURE_PREFIXES
-
     prefix = FIGURE_PREFIXES[model]
     return [f"{prefix}_accuracy_n_mnist", f"{prefix}_sop_n_mnist", f"{prefix}_spike_neuron_n_mnist"]
 

@@ -11,7 +11,6 @@ import importlib
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 

@@ -389,6 +389,25 @@ def test_lossless_with_briefly_trained_model(model, precision, frames, script_ru
     assert_lossless(check_lossless(params, x), len(x))
 
 
+@pytest.mark.parametrize("k", KS)
+def test_explain_mismatches_blames_a_wrong_count_and_excuses_only_ties(k, frames):
+    x = frames[2][:20]
+    params = random_parameters("mlp", k, seed=300 + k, frames=frames[2])
+    network = convert(params)
+    counts = simulate_chunk(network, x, 60, keep_counts=True).final_counts
+    ties, others = spiking_utils.explain_mismatches(network, x, counts)
+    assert others.sum() == 0
+    # a count off by one where 2**k BN(z) is far from a rounding tie must be reported as a fault
+    scaled, _ = spiking_utils.quantized_layer(params, 1, x.astype(np.float64))
+    distance_to_tie = np.abs(scaled - np.floor(scaled) - 0.5)
+    sample, unit = np.unravel_index(np.argmax(distance_to_tie * (scaled > 1)), scaled.shape)
+    broken = [counts[0].copy(), counts[1]]
+    broken[0][sample, unit] += 1
+    ties_after, others_after = spiking_utils.explain_mismatches(network, x, broken)
+    assert others_after[sample] >= 1 and others_after.sum() >= 1
+    assert (ties_after == ties).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Fidelity: the fast runner == the literal §4 implementation, line by line
 

@@ -5,6 +5,7 @@ prints one line such as `error: data/n_mnist.npz: missing array 'x_test'` and ex
 status 2, without a traceback.
 """
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -56,3 +57,14 @@ def write_text_atomic(path, text):
     """Write `text` to `path` through a temporary file."""
     with atomic_path(path) as temporary:
         Path(temporary).write_text(text)
+
+
+def read_json_object(path):
+    """A JSON file that must hold an object (a results file); UserError naming the file otherwise."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: cannot read: {error}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return value

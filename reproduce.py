@@ -20,7 +20,7 @@ import preprocessing_n_mnist
 import training
 from architectures import (DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, ann_ops_per_sample,
                            precision_to_k)
-from cli import REPO_ROOT, UserError, run_main, write_text_atomic
+from cli import REPO_ROOT, UserError, read_json_object, run_main, write_text_atomic
 from models import PARAMETERS_FILE
 
 DEMO_EPOCHS = 50  # the demo's short schedule; the paper's is training.EPOCHS
@@ -65,13 +65,6 @@ def newer(output, *inputs):
         return False
     times = [Path(path).stat().st_mtime for path in inputs if Path(path).exists()]
     return not times or output.stat().st_mtime >= max(times)
-
-
-def read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: cannot read results ({error})") from None
 
 
 def build_stages(args, paths):
@@ -127,7 +120,7 @@ def build_stages(args, paths):
             stages.append((
                 f"SNN {model} {precision}",
                 lambda results=results, model_dir=model_dir: newer(results, model_dir / PARAMETERS_FILE, data)
-                and read_json(results).get("time_steps") == args.time_steps,
+                and read_json_object(results).get("time_steps") == args.time_steps,
                 lambda model=model, precision=precision, model_dir=model_dir, log_dir=log_dir: evaluation.evaluate_snn(
                     model, precision, data, model_dir, log_dir, args.time_steps, test_limit=args.test_limit,
                     check_lossless=True, progress=False),
@@ -186,8 +179,8 @@ def results_rows(paths, models, precisions):
         for precision in precisions:
             ann_path = paths.model_dir(model, precision) / evaluation.ANN_RESULTS_FILE
             snn_path = paths.log_dir(model, precision) / evaluation.SNN_RESULTS_FILE
-            ann = read_json(ann_path) if ann_path.is_file() else {}
-            snn = read_json(snn_path) if snn_path.is_file() else {}
+            ann = read_json_object(ann_path) if ann_path.is_file() else {}
+            snn = read_json_object(snn_path) if snn_path.is_file() else {}
             check = snn.get("lossless_check", {})
             rows.append(dict(
                 model=model, precision=precision, paper=PAPER_RESULTS.get((model, precision), {}),
@@ -303,7 +296,7 @@ def main(argv=None):
     paths = Paths(args.out_root)
     stages = build_stages(args, paths)
     timings_path = Path(args.out_root) / TIMINGS_FILE
-    timings = read_json(timings_path) if timings_path.is_file() and not args.force else {}
+    timings = read_json_object(timings_path) if timings_path.is_file() and not args.force else {}
     started = time.perf_counter()
     for number, (name, is_complete, run) in enumerate(stages, start=1):
         prefix = f"[{number:2d}/{len(stages)}] {name}"

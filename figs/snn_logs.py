@@ -14,7 +14,6 @@ otherwise T is inferred from where the cumulative counters restart, and N is
 batches x batch size.
 """
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from architectures import DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES
-from cli import REPO_ROOT, UserError, atomic_path
+from cli import REPO_ROOT, UserError, atomic_path, read_json_object
 from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final
 
 DEFAULT_BATCH_SIZE = LOG_BATCH_SIZE  # only used when a folder has no snn_results.json
@@ -106,12 +105,7 @@ def infer_time_steps(spike_num, sop_num):
 
 
 def _read_results_json(path, count):
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: cannot read: {error}") from None
-    if not isinstance(results, dict):
-        raise UserError(f"{path}: expected a JSON object")
+    results = read_json_object(path)
     numbers = {}
     for key in ("time_steps", "n_test"):
         value = results.get(key)
@@ -285,12 +279,7 @@ def read_ann_accuracy(path, model):
     if not path.exists():
         note(f"note: {path} not found; plotting {DISPLAY_NAMES[model]} without the ANN accuracy")
         return None
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: cannot read: {error}") from None
-    if not isinstance(results, dict):
-        raise UserError(f"{path}: expected a JSON object")
+    results = read_json_object(path)
     if "model" in results and results["model"] != model:
         raise UserError(f"{path}: holds results of model {results['model']!r}, not {model!r} "
                         f"(pass --model)")

@@ -180,9 +180,12 @@ def list_recordings(raw, split):
     return kind, source, [(label, name) for _, label, name in entries]
 
 
-def iter_recordings(raw, split):
-    """Yield (label, name, bytes) for every recording of a split, reading zips without extracting."""
-    kind, source, entries = list_recordings(raw, split)
+def iter_recordings(raw, split, listing=None):
+    """Yield (label, name, bytes) for every recording of a split, reading zips without extracting.
+
+    `listing`: what list_recordings(raw, split) returned, when the caller has it already.
+    """
+    kind, source, entries = listing or list_recordings(raw, split)
     if kind == "folder":
         for label, path in entries:
             yield label, str(path), path.read_bytes()

@@ -46,12 +46,13 @@ def convert_split(raw, split, skip_bad=False, progress=True):
 
     Returns (frames, labels, events_per_sample, n_skipped).
     """
-    _, _, entries = n_mnist.list_recordings(raw, split)
+    listing = n_mnist.list_recordings(raw, split)
+    entries = listing[2]
     frames = np.zeros((len(entries), n_mnist.SENSOR_SIZE, n_mnist.SENSOR_SIZE), dtype=np.uint16)
     labels = np.zeros(len(entries), dtype=np.uint8)
     events_per_sample = np.zeros(len(entries), dtype=np.int64)
     kept = skipped = 0
-    recordings = n_mnist.iter_recordings(raw, split)
+    recordings = n_mnist.iter_recordings(raw, split, listing)
     for label, name, data in tqdm(recordings, total=len(entries), desc=split, unit="file", disable=not progress):
         try:
             events = n_mnist.decode_events(data, name=name)

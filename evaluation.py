@@ -106,6 +106,7 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     result = spiking_utils.simulate(network, x_test, time_steps, check_lossless=check_lossless, progress=progress)
     columns = spiking_utils.write_logs(log_dir, result, y_test, batch_size)
     results = summarize_logs(columns, len(y_test), time_steps, model)
+    results["float64_decisions"] = result.float64_decisions  # float32 close calls re-decided; exact ties among them
     print(f"SNN {model} {precision}: final accuracy {100 * results['final_accuracy']:.2f}% "
           f"after {results['steps_to_final']} of {time_steps} steps; logs in {log_dir}")
     if check_lossless:

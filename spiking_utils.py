@@ -7,12 +7,16 @@ Reads top to bottom like the specification:
 4. `simulate`: the runner over T time steps, recording the §4 counters per sample and step;
 5. `write_logs`: the four log files, batch-major, in the authors' layout.
 
-Everything is float64, like a literal implementation of §4: the spike decisions, and therefore the
-logs, are the same line by line. The runner is fast because it (a) simulates hundreds of samples
-at once in one compiled TensorFlow step (convolutions and element-wise updates on all cores),
-(b) computes layer 1's spike train in closed form (its input arrives only at t = 0), and (c) drops
-a sample once no layer emits a spike for it: its state is then a fixed point, so every later step
-repeats its counters and prediction.
+The spike decisions, and therefore the logs, are those of a literal float64 implementation of §4,
+line by line. The runner is fast because it (a) simulates hundreds of samples at once in one
+compiled TensorFlow step (convolutions and element-wise updates on all cores), (b) computes layer
+1's spike train in closed form (its input arrives only at t = 0), (c) drops a sample once no layer
+emits a spike for it: its state is then a fixed point, so every later step repeats its counters
+and prediction, and (d) does the arithmetic of layers 2..L in float32, in threshold units
+(`FastLayer`): spike counts are whole numbers, exact in float32, and the few decisions that lie
+within float32's error of a threshold are taken again in float64 from the exact membrane
+(`exact_spikes`). The only decisions that can differ from another float64 implementation are then
+exact ties, which float64 rounding decides either way; SimulationResult.float64_decisions counts them.
 """
 import contextlib
 from dataclasses import dataclass
@@ -133,14 +137,19 @@ def synaptic_input(layer, inputs):
 # 3. The negative-spike neuron (§4, steps 4-6)
 
 
+def spike_decision(d, threshold):
+    """§4 step 5: +1 if d > theta, -1 if d < -1e-5, else 0 (same dtype as d)."""
+    return tf.cast(d > threshold, d.dtype) - tf.cast(d < -NEGATIVE_SPIKE_TOLERANCE, d.dtype)
+
+
 def neuron_step(mem, mem_q, threshold, bound):
     """One update: returns (spikes in {-1, 0, +1}, new mem_q), as float64 tensors.
 
     d = max(mem, b) - mem_q; +1 if d > theta, -1 if d < -1e-5, else 0; mem_q += spike * theta.
     Shapes: mem and mem_q (B, ..., C); threshold and bound (C,).
     """
-    d = tf.maximum(mem, bound) - mem_q
-    spikes = tf.cast(d > threshold, tf.float64) - tf.cast(d < -NEGATIVE_SPIKE_TOLERANCE, tf.float64)
+    mem, mem_q = tf.convert_to_tensor(mem, tf.float64), tf.convert_to_tensor(mem_q, tf.float64)
+    spikes = spike_decision(tf.maximum(mem, bound) - mem_q, threshold)
     return spikes, mem_q + spikes * threshold
 
 
@@ -189,6 +198,7 @@ class SimulationResult:
     tie_mismatches: np.ndarray = None  # (N,) of those, neurons off by their own 1e-5 rounding tie
     other_mismatches: np.ndarray = None  # (N,) neurons off for any other reason (should be 0)
     ann_predictions: np.ndarray = None  # (N,) the quantized ANN's predictions, if checked
+    float64_decisions: dict = None  # neuron decisions taken again in float64: "close_calls", "changed", "ties"
 
     @property
     def time_steps(self):
@@ -196,55 +206,152 @@ class SimulationResult:
 
 
 COMPACT_FRACTION = 0.05  # drop finished samples from the state once they are this share of it
+DECISION_WINDOW_ULPS = 256  # float32 ulps of a layer's largest one-step input: closer calls are re-decided in float64
+DECISION_KINDS = ("close_calls", "changed", "ties")  # the counts layer_step returns, in order
+TIE_MARGIN = 1e-9  # a float64 d this close to a threshold (in units of theta) counts as an exact tie
+
+
+@dataclass
+class FastLayer:
+    """A spiking layer in threshold units, for the float32 arithmetic of the runner.
+
+    With v = (mem - b) / theta and n the net spike count, §4's d / theta = max(v, 0) - n, so the
+    neuron fires +1 if max(v, 0) - n > 1 and -1 if it is < -1e-5 / theta. float32 computes v with
+    an error of a few 1e-6 (measured: benchmarks/bench_snn.py); decisions closer than `window` to
+    either threshold are taken again in float64 from the exact membrane (`exact_spikes`).
+    """
+
+    kernel: tf.Tensor  # W / theta, float32, same shape as SpikingLayer.kernel
+    start: tf.Tensor  # v at t = 0: -b / theta, float32 (C,)
+    tolerance: tf.Tensor  # 1e-5 / theta, float32 (C,)
+    window: float  # in threshold units
+    center: tf.Tensor  # (1 - tolerance) / 2, float32 (C,)
+    half: tf.Tensor  # (1 + tolerance) / 2, float32 (C,)
+    kernel_by_unit: tf.Tensor  # float64 W with the output unit first: conv (C_out, kh, kw, C_in), dense (units, fan_in)
+
+
+def fast_layer(layer):
+    kernel = layer.kernel / layer.threshold
+    largest_input = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).max()  # sum |W| / theta: all inputs spiking
+    scale = 1.0 + largest_input + np.abs(layer.bound / layer.threshold).max()
+    tolerance = NEGATIVE_SPIKE_TOLERANCE / layer.threshold
+    return FastLayer(tf.constant(kernel, tf.float32), tf.constant(-layer.bound / layer.threshold, tf.float32),
+                     tf.constant(tolerance, tf.float32), DECISION_WINDOW_ULPS * 2.0**-24 * scale,
+                     tf.constant((1.0 - tolerance) / 2, tf.float32), tf.constant((1.0 + tolerance) / 2, tf.float32),
+                     tf.constant(np.moveaxis(layer.kernel, -1, 0)))
+
+
+def exact_membrane(layer, fast, counts_in, cap, where):
+    """mem (§4) in float64 at the output units `where` (m, rank) indices, from the input's net counts.
+
+    mem is the sum over steps of W (*) spikes, i.e. W (*) (net spike counts of the layer before),
+    so it is recomputed exactly from the counts, which the float32 state holds without error.
+    counts_in: (B, *layer.input_shape) float32, capped at `cap` (layer 1 has fired min(n, t + 1)
+    of its n spikes by step t). Returns (m,) float64.
+    """
+    if layer.kind == "dense":
+        inputs = tf.gather(tf.reshape(counts_in, (tf.shape(counts_in)[0], -1)), where[:, 0])  # (m, fan_in)
+    else:
+        size = layer.kernel.shape[0]
+        offsets = tf.range(size, dtype=tf.int64)
+        rows = where[:, 1:2] * layer.stride + offsets  # (m, size)
+        cols = where[:, 2:3] * layer.stride + offsets
+        grid = tf.shape(rows)[0], size, size
+        index = tf.stack([tf.broadcast_to(where[:, 0, None, None], grid), tf.broadcast_to(rows[:, :, None], grid),
+                          tf.broadcast_to(cols[:, None, :], grid)], axis=-1)  # (m, size, size, 3)
+        inputs = tf.gather_nd(counts_in, index)  # (m, size, size, C_in)
+    weights = tf.gather(fast.kernel_by_unit, where[:, -1])  # same shape as inputs
+    products = tf.cast(tf.minimum(inputs, cap), tf.float64) * weights
+    return tf.reduce_sum(tf.reshape(products, (tf.shape(products)[0], -1)), axis=1)
+
+
+def exact_spikes(layer, fast, counts_in, cap, counts, where):
+    """§4 steps 4-5 in float64 for the units `where`, as the literal simulation takes them.
+
+    Returns (m,) spikes and how many of these decisions are exact ties: d within TIE_MARGIN theta
+    of a threshold, where two float64 implementations that sum in different orders may disagree.
+    """
+    channel = where[:, -1]
+    threshold, bound = tf.gather(layer.threshold, channel), tf.gather(layer.bound, channel)
+    mem_q = bound + tf.cast(tf.gather_nd(counts, where), tf.float64) * threshold
+    d = tf.maximum(exact_membrane(layer, fast, counts_in, cap, where), bound) - mem_q
+    distance = tf.minimum(tf.abs(d - threshold), tf.abs(d + NEGATIVE_SPIKE_TOLERANCE))
+    return spike_decision(d, threshold), tf.math.count_nonzero(distance <= TIE_MARGIN * threshold)
+
+
+def layer_step(layer, fast, spikes_in, counts_in, cap, potential, counts):
+    """One step of a spiking layer 2..L: (spikes, potential, counts, decisions), float32 (B, *output_shape).
+
+    spikes_in: the layer before's spikes at this step; counts_in: its net counts after this step,
+    capped at `cap`. decisions: int64 (3,) = decisions taken again in float64, of those the ones
+    float64 changed, and exact ties among them.
+    """
+    potential = potential + weighted_input(layer.kind, fast.kernel, layer.stride, spikes_in)
+    excess = tf.nn.relu(potential) - counts  # d / theta
+    spikes = tf.cast(excess > 1.0, tf.float32) - tf.cast(excess < -fast.tolerance, tf.float32)
+    # |excess - center| = half exactly at the two thresholds, excess = 1 and excess = -tolerance
+    close_call = (tf.abs(tf.abs(excess - fast.center) - fast.half) <= fast.window) & (potential > -fast.window)
+    where = tf.where(close_call)
+    exact, ties = exact_spikes(layer, fast, counts_in, cap, counts, where)
+    correction = tf.cast(exact, tf.float32) - tf.gather_nd(spikes, where)
+    changed = tf.math.count_nonzero(correction)
+    spikes = tf.cond(changed > 0,  # rare: float32 and float64 seldom disagree
+                     lambda: tf.tensor_scatter_nd_add(spikes, where, correction), lambda: spikes)
+    decisions = tf.stack([tf.shape(where, out_type=tf.int64)[0], changed, ties])
+    return spikes, potential, counts + spikes, decisions
 
 
 def make_network_step(network):
     """A compiled function for one time step of layers 2..L, for any number of samples.
 
-    step(t, first_counts, mem, mem_q, last_counts) -> (mem, mem_q, last_counts, spikes, net, sops, logits)
-    first_counts: layer 1's spike counts (B, *shape) int64, so its spikes at t are first_counts > t;
-    mem, mem_q: lists over layers 2..L of (B, *shape); last_counts: net spike counts of layer L;
-    spikes, net, sops: this step's counters per sample (B,); logits (B, 10).
+    step(t, first_counts, potentials, counts) -> (potentials, counts, spikes, net, sops, logits)
+    first_counts: layer 1's spike counts (B, *shape) float32, so its spikes at t are first_counts > t;
+    potentials, counts: lists over layers 2..L of (B, *shape) float32, v = (mem - b) / theta and the
+    net spike counts; spikes, net, sops: this step's counters per sample (B,); logits (B, 10) float64.
     """
     first, *layers = network.layers
-    out_kernel = tf.constant(network.out_kernel)
-    state_specs = [tf.TensorSpec((None, *layer.output_shape), tf.float64) for layer in layers]
+    fast = [fast_layer(layer) for layer in layers]
+    out_kernel = tf.constant(network.out_kernel, tf.float64)
+    state_specs = [tf.TensorSpec((None, *layer.output_shape), tf.float32) for layer in layers]
     # Per layer, a (units, 2) matrix: column 0 counts a unit's spikes, column 1 the synapses each of
     # its spikes drives (the next layer's synapses_per_input, or the 10 output units), so one matrix
-    # product gives both the spike count and the SOPs of a layer's output.
+    # product gives both the spike count and the SOPs of a layer's output. float32 sums whole
+    # numbers exactly below 2**24, far above one step's SOPs per sample; float64 takes over beyond.
     fan_out = [layer.synapses_per_input.reshape(-1) for layer in layers]
     fan_out.append(np.full(int(np.prod(layers[-1].output_shape)), NUM_CLASSES))
-    counters = [tf.constant(np.stack([np.ones(len(f)), f], axis=1), tf.float64) for f in fan_out]
+    exact_in_float32 = sum(int(f.sum()) for f in fan_out) < 2**24
+    counter_dtype = tf.float32 if exact_in_float32 else tf.float64
+    counters = [tf.constant(np.stack([np.ones(len(f)), f], axis=1), counter_dtype) for f in fan_out]
 
     def flatten(values):  # (B, ...) -> (B, units)
         return tf.reshape(values, (tf.shape(values)[0], -1))
 
     def count(spikes, counter):  # -> |spikes| per sample, SOPs they cause, net spikes per sample
-        flat = flatten(spikes)
+        flat = tf.cast(flatten(spikes), counter_dtype)
         magnitude_and_sops = tf.matmul(tf.abs(flat), counter)
         return magnitude_and_sops[:, 0], magnitude_and_sops[:, 1], tf.reduce_sum(flat, axis=1)
 
     @tf.function(input_signature=[
-        tf.TensorSpec((), tf.int64), tf.TensorSpec((None, *first.output_shape), tf.int64),
-        state_specs, state_specs, state_specs[-1]])
-    def step(t, first_counts, mem, mem_q, last_counts):
-        spikes = tf.cast(first_counts > t, tf.float64)  # layer 1 fires +1 at steps 0 .. n-1, never -1
-        spike_total_and_sops = tf.matmul(flatten(spikes), counters[0])
-        spike_total, sop_total = spike_total_and_sops[:, 0], spike_total_and_sops[:, 1]
-        net_total = spike_total
-        new_mem, new_mem_q = [], []
-        for layer, counter, layer_mem, layer_mem_q in zip(layers, counters[1:], mem, mem_q):
-            layer_mem = layer_mem + synaptic_input(layer, spikes)
-            spikes, layer_mem_q = neuron_step(layer_mem, layer_mem_q, layer.threshold, layer.bound)
+        tf.TensorSpec((), tf.int64), tf.TensorSpec((None, *first.output_shape), tf.float32), state_specs, state_specs])
+    def step(t, first_counts, potentials, counts):
+        time = tf.cast(t, tf.float32)
+        spikes = tf.cast(first_counts > time, tf.float32)  # layer 1 fires +1 at steps 0 .. n-1, never -1
+        counts_in, cap = first_counts, time + 1.0  # by step t layer 1 has fired min(n, t + 1) times
+        spike_total, sop_total, net_total = count(spikes, counters[0])
+        new_potentials, new_counts, decisions = [], [], tf.zeros(3, tf.int64)
+        for layer, layer_fast, counter, potential, layer_counts in zip(layers, fast, counters[1:], potentials, counts):
+            spikes, potential, layer_counts, layer_decisions = layer_step(
+                layer, layer_fast, spikes, counts_in, cap, potential, layer_counts)
             magnitude, sops, net = count(spikes, counter)
             spike_total, sop_total, net_total = spike_total + magnitude, sop_total + sops, net_total + net
-            new_mem.append(layer_mem)
-            new_mem_q.append(layer_mem_q)
-        last_counts = last_counts + spikes
-        logits = tf.matmul(flatten(last_counts), out_kernel)
-        return new_mem, new_mem_q, last_counts, spike_total, net_total, sop_total, logits
+            new_potentials.append(potential)
+            new_counts.append(layer_counts)
+            decisions += layer_decisions
+            counts_in, cap = layer_counts, float("inf")
+        logits = tf.matmul(tf.cast(flatten(counts_in), tf.float64), out_kernel)
+        return new_potentials, new_counts, spike_total, net_total, sop_total, logits, decisions
 
-    return step
+    return step, fast
 
 
 def simulate_chunk(network, frames, time_steps, keep_counts=False, step=None):
@@ -254,28 +361,29 @@ def simulate_chunk(network, frames, time_steps, keep_counts=False, step=None):
     a step has reached a fixed point: every later step repeats its state (zero increments, same
     prediction), so such samples leave the simulated set.
     """
-    step = step or make_network_step(network)
+    step, fast = step or make_network_step(network)
     first, *layers = network.layers
     n_samples = len(frames)
     spikes_log, net_log, sops_log, predictions = (np.zeros((n_samples, time_steps), dtype=np.int64) for _ in range(4))
-    state_first = first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
-    final_counts = [state_first.numpy() if keep_counts else None]
+    first_counts = first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
+    final_counts = [first_counts.numpy() if keep_counts else None]
     final_counts += [np.zeros((n_samples, *layer.output_shape), dtype=np.int64) for layer in layers]
+    first_counts = tf.cast(first_counts, tf.float32)  # whole numbers <= T: exact
 
     rows = np.arange(n_samples)  # chunk rows of the state below
-    mem = [tf.zeros((n_samples, *layer.output_shape), tf.float64) for layer in layers]
-    mem_q = [tf.constant(np.broadcast_to(layer.bound, (n_samples, *layer.output_shape))) for layer in layers]
-    last_counts = tf.zeros((n_samples, *layers[-1].output_shape), tf.float64)
+    potentials = [tf.broadcast_to(f.start, (n_samples, *layer.output_shape)) for f, layer in zip(fast, layers)]
+    counts = [tf.zeros((n_samples, *layer.output_shape), tf.float32) for layer in layers]
     finished = np.zeros(n_samples, dtype=bool)  # per state row: reached its fixed point
+    decisions = np.zeros(3, dtype=np.int64)
 
     def store_final_counts(which):
-        for index, layer in enumerate(layers):  # net count = (mem_q - b) / theta, up to rounding
-            count = np.rint((mem_q[index].numpy()[which] - layer.bound) / layer.threshold)
-            final_counts[index + 1][rows[which]] = count
+        for index, layer_counts in enumerate(counts):
+            final_counts[index + 1][rows[which]] = layer_counts.numpy()[which]
 
     for t in range(time_steps):
-        mem, mem_q, last_counts, spike_total, net_total, sop_total, logits = step(
-            tf.constant(t, tf.int64), state_first, mem, mem_q, last_counts)
+        potentials, counts, spike_total, net_total, sop_total, logits, step_decisions = step(
+            tf.constant(t, tf.int64), first_counts, potentials, counts)
+        decisions += step_decisions.numpy()
         spike_total = spike_total.numpy()
         predictions[rows, t:] = np.argmax(logits.numpy(), axis=1)[:, None]  # first index on ties
         spikes_log[rows, t], net_log[rows, t], sops_log[rows, t] = spike_total, net_total.numpy(), sop_total.numpy()
@@ -288,12 +396,13 @@ def simulate_chunk(network, frames, time_steps, keep_counts=False, step=None):
             if len(keep) == 0:
                 break
             rows, finished = rows[keep], finished[keep]
-            state_first, last_counts = tf.gather(state_first, keep), tf.gather(last_counts, keep)
-            mem, mem_q = [tf.gather(array, keep) for array in mem], [tf.gather(array, keep) for array in mem_q]
+            first_counts = tf.gather(first_counts, keep)
+            potentials, counts = [tf.gather(array, keep) for array in potentials], [tf.gather(array, keep) for array in counts]
     else:
         if keep_counts:
             store_final_counts(np.ones(len(rows), dtype=bool))
-    return SimulationResult(spikes_log, net_log, sops_log, predictions, final_counts if keep_counts else None)
+    return SimulationResult(spikes_log, net_log, sops_log, predictions, final_counts if keep_counts else None,
+                            float64_decisions=dict(zip(DECISION_KINDS, decisions.tolist())))
 
 
 def quantized_layer(params, index, activation):
@@ -365,6 +474,7 @@ def simulate(network, frames, time_steps=TIME_STEPS, chunk_size=CHUNK_SIZE, chec
             bar.update(len(chunk))
     joined = {name: np.concatenate([getattr(part, name) for part in parts])
               for name in ("spikes", "net_spikes", "sops", "predictions")}
+    joined["float64_decisions"] = {kind: sum(part.float64_decisions[kind] for part in parts) for kind in DECISION_KINDS}
     if check_lossless:
         mismatches, ties, others, predictions = (np.concatenate(column) for column in zip(*checks))
         joined.update(neuron_mismatches=mismatches, tie_mismatches=ties, other_mismatches=others,

@@ -93,6 +93,12 @@ def main(argv=None):
     print(f"spiking_utils: {fast_seconds:.1f} s for {args.samples} samples, peak memory of the process {peak_gb:.2f} GB "
           f"(samples spike on {active_steps:.1f} of {args.time_steps} steps on average)")
     print(f"logs identical to the literal implementation on the subset: {identical}")
+    decisions = result.float64_decisions
+    neuron_steps = (result.spikes > 0).sum() * sum(int(np.prod(layer.output_shape)) for layer in network.layers[1:])
+    print(f"float32 decisions taken again in float64: {decisions['close_calls']} "
+          f"({decisions['close_calls'] / neuron_steps:.1e} of the neuron updates of layers 2..L); float64 changed "
+          f"{decisions['changed']} of them; exact ties (d within {spiking_utils.TIE_MARGIN:g} theta of a threshold): "
+          f"{decisions['ties']}")
     speedup = literal_seconds / fast_seconds
     print(f"speed-up: {speedup:.1f}x")
     if args.model == "lenet" and args.samples == 10_000 and args.time_steps == 40:  # the task the targets are set for

@@ -316,6 +316,20 @@ def test_exact_ties_are_the_documented_exception():
     assert ours == literal_simulation(params, frames, labels, time_steps=12)
 
 
+def test_decisions_that_float32_would_flip_are_taken_in_float64():
+    """Layer 2 unit 0 <- (0.5 + 1e-9) x layer-1 unit 1 (5 spikes at steps 0..4): in float64 d exceeds theta
+    by 1e-9 at steps 0, 2 and 4 (3 spikes, = round(2.5 + 5e-9 + 1e-5)); float32 rounds the weight to 0.5,
+    d to theta, and would fire at steps 1 and 3 only. The runner must agree with the literal simulation."""
+    params = crafted_mlp(0, layer1=[(1, 1, 1.0)], layer2=[(1, 0, 0.5 + 1e-9)], out=[(0, 1, 1.0)])
+    frames, labels = frames_with([{1: 5.2}]), np.array([1])
+    result = simulate_chunk(convert(params), frames, 8, keep_counts=True)
+    assert result.final_counts[1][0, 0] == 3 == quantized_ann(params, frames)[0][1][0, 0]
+    np.testing.assert_array_equal(result.net_spikes[0, :6], [2, 1, 2, 1, 2, 0])  # layer 1 + layer 2 per step
+    assert result.float64_decisions["changed"] == 3 and result.float64_decisions["ties"] == 0
+    ours = {name: values.reshape(-1).tolist() for name, values in log_columns(result, labels).items()}
+    assert ours == literal_simulation(params, frames, labels, time_steps=8)
+
+
 # ---------------------------------------------------------------------------------------------
 # Lossless conversion (§3)
 

@@ -57,6 +57,31 @@ def benchmark_frames(data, n_samples):
     return (counts[rows].astype(np.float32) / 32.0)[..., None], labels[rows]
 
 
+def float32_potential_error(network, frames, time_steps):
+    """Largest |v_float32 - v_float64| per spiking layer 2..L, in threshold units, and the decision windows.
+
+    Both potentials are driven by the same float64 spike trains (spiking_utils.neuron_step), so the
+    difference is float32's rounding alone, accumulated over all steps.
+    """
+    first, *layers = network.layers
+    fast = [spiking_utils.fast_layer(layer) for layer in layers]
+    first_counts = spiking_utils.first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
+    mem = [np.zeros((len(frames), *layer.output_shape)) for layer in layers]
+    mem_q = [np.broadcast_to(layer.bound, m.shape) for layer, m in zip(layers, mem)]
+    potential = [np.broadcast_to(f.start.numpy(), m.shape) for f, m in zip(fast, mem)]
+    largest = np.zeros(len(layers))
+    for t in range(time_steps):
+        spikes = (first_counts.numpy() > t).astype(np.float64)
+        for index, (layer, f) in enumerate(zip(layers, fast)):
+            current32 = spiking_utils.weighted_input(layer.kind, f.kernel, layer.stride, spikes.astype(np.float32))
+            potential[index] = potential[index] + current32.numpy()
+            mem[index] = mem[index] + spiking_utils.synaptic_input(layer, spikes).numpy()
+            exact = (mem[index] - layer.bound) / layer.threshold
+            largest[index] = max(largest[index], np.abs(potential[index] - exact).max())
+            spikes, mem_q[index] = (np.asarray(a) for a in spiking_utils.neuron_step(mem[index], mem_q[index], layer.threshold, layer.bound))
+    return largest, np.array([f.window for f in fast])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lenet", choices=["lenet", "mlp"])
@@ -99,6 +124,10 @@ def main(argv=None):
           f"({decisions['close_calls'] / neuron_steps:.1e} of the neuron updates of layers 2..L); float64 changed "
           f"{decisions['changed']} of them; exact ties (d within {spiking_utils.TIE_MARGIN:g} theta of a threshold): "
           f"{decisions['ties']}")
+    error, window = float32_potential_error(network, frames[subset], args.time_steps)
+    print("largest float32 error of the potential v = (mem - b) / theta, layers 2..L (same subset): "
+          + ", ".join(f"{e:.1e}" for e in error) + "; decision windows " + ", ".join(f"{w:.1e}" for w in window)
+          + f" ({(window / error).min():.0f}x the error or more)")
     speedup = literal_seconds / fast_seconds
     print(f"speed-up: {speedup:.1f}x")
     if args.model == "lenet" and args.samples == 10_000 and args.time_steps == 40:  # the task the targets are set for

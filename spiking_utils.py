@@ -4,7 +4,8 @@ Reads top to bottom like the specification:
 1. `fold_batch_norm`: BN folded into each neuron's threshold theta and bound b (§3);
 2. `synaptic_input`: W (*) input for a convolution or a dense layer;
 3. `neuron_step`: one update of the negative-spike neuron (§4);
-4. `simulate`: the runner over T time steps, recording the §4 counters per sample and step;
+4. `simulate`: the runner over T time steps, recording the §4 counters per sample and step
+   (`layer_step`: the same update in float32, with close calls taken again in float64);
 5. `write_logs`: the four log files, batch-major, in the authors' layout.
 
 The spike decisions, and therefore the logs, are those of a literal float64 implementation of §4,
@@ -231,6 +232,7 @@ class FastLayer:
 
 
 def fast_layer(layer):
+    """The FastLayer of a SpikingLayer. Its window grows with the largest input one step can bring."""
     kernel = layer.kernel / layer.threshold
     largest_input = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).max()  # sum |W| / theta: all inputs spiking
     scale = 1.0 + largest_input + np.abs(layer.bound / layer.threshold).max()

@@ -304,7 +304,7 @@ def layer_step(layer, fast, spikes_in, counts_in, cap, potential, counts):
 
 
 def make_network_step(network):
-    """A compiled function for one time step of layers 2..L, for any number of samples.
+    """(step, FastLayers): a compiled function for one time step of layers 2..L, for any number of samples.
 
     step(t, first_counts, potentials, counts) -> (potentials, counts, spikes, net, sops, logits)
     first_counts: layer 1's spike counts (B, *shape) float32, so its spikes at t are first_counts > t;
@@ -356,14 +356,14 @@ def make_network_step(network):
     return step, fast
 
 
-def simulate_chunk(network, frames, time_steps, keep_counts=False, step=None):
+def simulate_chunk(network, frames, time_steps, keep_counts=False, compiled=None):
     """Simulate one chunk of samples; frames: (B, 34, 34, 1) float (ON count / 32).
 
     Returns a SimulationResult for these B samples. A sample that emits no spike in any layer at
     a step has reached a fixed point: every later step repeats its state (zero increments, same
     prediction), so such samples leave the simulated set.
     """
-    step, fast = step or make_network_step(network)
+    step, fast = compiled or make_network_step(network)  # (step function, FastLayers)
     first, *layers = network.layers
     n_samples = len(frames)
     spikes_log, net_log, sops_log, predictions = (np.zeros((n_samples, time_steps), dtype=np.int64) for _ in range(4))
@@ -461,11 +461,11 @@ def simulate(network, frames, time_steps=TIME_STEPS, chunk_size=CHUNK_SIZE, chec
     ANN's activations (`quantized_ann`) and the differences explained (`explain_mismatches`).
     """
     parts, checks = [], []
-    step = make_network_step(network)
+    compiled = make_network_step(network)  # built and traced once for all chunks
     with tqdm(total=len(frames), desc=f"SNN {network.model} k={network.k}", unit="sample", disable=not progress) as bar:
         for start in range(0, len(frames), chunk_size):
             chunk = frames[start : start + chunk_size]
-            part = simulate_chunk(network, chunk, time_steps, keep_counts=check_lossless, step=step)
+            part = simulate_chunk(network, chunk, time_steps, keep_counts=check_lossless, compiled=compiled)
             if check_lossless:
                 ann_counts, predictions = quantized_ann(network.params, chunk)
                 mismatches = sum((snn != ann).reshape(len(chunk), -1).sum(axis=1)

@@ -5,19 +5,20 @@ Reads top to bottom like the specification:
 2. `synaptic_input`: W (*) input for a convolution or a dense layer;
 3. `neuron_step`: one update of the negative-spike neuron (§4);
 4. `simulate`: the runner over T time steps, recording the §4 counters per sample and step
-   (`layer_step`: the same update in float32, with close calls taken again in float64);
+   (`make_neuron_update`: the same update in float32; `exact_spikes`: close calls taken again in float64);
 5. `write_logs`: the four log files, batch-major, in the authors' layout.
 
 The spike decisions, and therefore the logs, are those of a literal float64 implementation of §4,
-line by line. The runner is fast because it (a) simulates hundreds of samples at once in one
-compiled TensorFlow step (convolutions and element-wise updates on all cores), (b) computes layer
-1's spike train in closed form (its input arrives only at t = 0), (c) drops a sample once no layer
-emits a spike for it: its state is then a fixed point, so every later step repeats its counters
-and prediction, and (d) does the arithmetic of layers 2..L in float32, in threshold units
-(`FastLayer`): spike counts are whole numbers, exact in float32, and the few decisions that lie
-within float32's error of a threshold are taken again in float64 from the exact membrane
-(`exact_spikes`). The only decisions that can differ from another float64 implementation are then
-exact ties, which float64 rounding decides either way; SimulationResult.float64_decisions counts them.
+line by line. The runner is fast because it (a) steps a pool of hundreds of samples at once in one
+compiled TensorFlow step (convolutions on all cores, each layer's element-wise neuron update fused
+by XLA), (b) computes layer 1's spike train in closed form (its input arrives only at
+t = 0), (c) retires a sample once no layer emits a spike for it: its state is then a fixed point, so
+every later step repeats its counters and prediction, and its row of the pool takes the next sample,
+and (d) does the arithmetic in float32, in threshold units (`FastLayer`): spike counts are whole
+numbers, exact in float32, and the few decisions that lie within float32's error of a threshold are
+taken again in float64 from the exact membrane (`exact_spikes`). The only decisions that can differ
+from another float64 implementation are then exact ties, which float64 rounding decides either way;
+SimulationResult.float64_decisions counts them.
 """
 import contextlib
 from dataclasses import dataclass
@@ -33,7 +34,6 @@ from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final  # noqa: F401  
 
 NEGATIVE_SPIKE_TOLERANCE = 1e-5  # d < -1e-5 fires a negative spike (§4, step 5)
 TIME_STEPS = 40  # the authors' T
-CHUNK_SIZE = 256  # samples simulated together; any value gives the same logs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,34 +154,6 @@ def neuron_step(mem, mem_q, threshold, bound):
     return spikes, mem_q + spikes * threshold
 
 
-def first_layer_spike_counts(layer, encoded_input, time_steps):
-    """Layer 1's whole spike train, computed once: it fires +1 at steps 0 .. n-1, nothing else.
-
-    Its input arrives only at t = 0, so max(mem, b) is fixed and the neuron_step recurrence just
-    adds theta to mem_q, one spike per step, while the gap exceeds theta: n = floor((max(mem, b) - b)
-    / theta), capped at T. (The gap never drops below -1e-5, so there are no negative spikes.)
-    Where that ratio lies within rounding error of an integer, the recurrence itself is replayed,
-    so n is exactly what a step-by-step float64 simulation gives. Returns an int64 tensor (B, *output_shape).
-    """
-    target = tf.maximum(synaptic_input(layer, encoded_input), layer.bound)  # max(mem, b) for all t
-    ratio = (target - layer.bound) / layer.threshold
-    counts = tf.cast(tf.minimum(tf.floor(ratio), time_steps), tf.int64)
-    # rounding error of the step-by-step sums, relative to theta: ~T ulps of |target| + |b| <= ratio*theta + 2|b|
-    margin = 1e-10 * (1.0 + ratio + 2.0 * np.abs(layer.bound) / layer.threshold)
-    replay = tf.where((tf.abs(ratio - tf.round(ratio)) < margin) & (ratio > 0.5))  # (n, rank) indices
-    if replay.shape[0]:
-        gap_target = tf.gather_nd(target, replay).numpy()
-        channel = replay[:, -1].numpy()
-        theta, mem_q = layer.threshold[channel], layer.bound[channel].copy()
-        fired = np.zeros(len(channel), dtype=np.int64)
-        for _ in range(time_steps):
-            spikes = gap_target - mem_q > theta
-            mem_q += spikes * theta
-            fired += spikes
-        counts = tf.tensor_scatter_nd_update(counts, replay, fired)
-    return counts
-
-
 # ---------------------------------------------------------------------------------------------
 # 4. The runner
 
@@ -206,9 +178,8 @@ class SimulationResult:
         return self.spikes.shape[1]
 
 
-COMPACT_FRACTION = 0.05  # drop finished samples from the state once they are this share of it
 DECISION_WINDOW_ULPS = 256  # float32 ulps of a layer's largest one-step input: closer calls are re-decided in float64
-DECISION_KINDS = ("close_calls", "changed", "ties")  # the counts layer_step returns, in order
+DECISION_KINDS = ("close_calls", "changed", "ties")  # the decision counts a step returns, in order
 TIE_MARGIN = 1e-9  # a float64 d this close to a threshold (in units of theta) counts as an exact tie
 
 
@@ -231,11 +202,14 @@ class FastLayer:
     kernel_by_unit: tf.Tensor  # float64 W with the output unit first: conv (C_out, kh, kw, C_in), dense (units, fan_in)
 
 
-def fast_layer(layer):
-    """The FastLayer of a SpikingLayer. Its window grows with the largest input one step can bring."""
+def fast_layer(layer, largest_input=1.0):
+    """The FastLayer of a SpikingLayer whose inputs are at most `largest_input` in magnitude (spikes: 1).
+
+    Its window grows with the largest input one step can bring, sum |W| / theta x largest_input.
+    """
     kernel = layer.kernel / layer.threshold
-    largest_input = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).max()  # sum |W| / theta: all inputs spiking
-    scale = 1.0 + largest_input + np.abs(layer.bound / layer.threshold).max()
+    largest_current = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).max() * largest_input
+    scale = 1.0 + largest_current + np.abs(layer.bound / layer.threshold).max()
     tolerance = NEGATIVE_SPIKE_TOLERANCE / layer.threshold
     return FastLayer(tf.constant(kernel, tf.float32), tf.constant(-layer.bound / layer.threshold, tf.float32),
                      tf.constant(tolerance, tf.float32), DECISION_WINDOW_ULPS * 2.0**-24 * scale,
@@ -248,8 +222,8 @@ def exact_membrane(layer, fast, counts_in, cap, where):
 
     mem is the sum over steps of W (*) spikes, i.e. W (*) (net spike counts of the layer before),
     so it is recomputed exactly from the counts, which the float32 state holds without error.
-    counts_in: (B, *layer.input_shape) float32, capped at `cap` (layer 1 has fired min(n, t + 1)
-    of its n spikes by step t). Returns (m,) float64.
+    counts_in: (B, *layer.input_shape); cap: None, or (m,) upper limits of the counts for each
+    unit's sample (layer 1 has fired min(n, t + 1) of its n spikes by step t). Returns (m,) float64.
     """
     if layer.kind == "dense":
         inputs = tf.gather(tf.reshape(counts_in, (tf.shape(counts_in)[0], -1)), where[:, 0])  # (m, fan_in)
@@ -262,59 +236,103 @@ def exact_membrane(layer, fast, counts_in, cap, where):
         index = tf.stack([tf.broadcast_to(where[:, 0, None, None], grid), tf.broadcast_to(rows[:, :, None], grid),
                           tf.broadcast_to(cols[:, None, :], grid)], axis=-1)  # (m, size, size, 3)
         inputs = tf.gather_nd(counts_in, index)  # (m, size, size, C_in)
+    inputs = tf.cast(inputs, tf.float64)
+    if cap is not None:
+        inputs = tf.minimum(inputs, tf.reshape(tf.cast(cap, tf.float64), (-1,) + (1,) * (len(inputs.shape) - 1)))
     weights = tf.gather(fast.kernel_by_unit, where[:, -1])  # same shape as inputs
-    products = tf.cast(tf.minimum(inputs, cap), tf.float64) * weights
-    return tf.reduce_sum(tf.reshape(products, (tf.shape(products)[0], -1)), axis=1)
+    return tf.reduce_sum(tf.reshape(inputs * weights, (tf.shape(inputs)[0], -1)), axis=1)
 
 
-def exact_spikes(layer, fast, counts_in, cap, counts, where):
+def first_layer_spike_counts(layer, encoded_input, time_steps):
+    """Layer 1's whole spike train, computed once: it fires +1 at steps 0 .. n-1, nothing else.
+
+    Its input arrives only at t = 0, so max(mem, b) is fixed and the neuron_step recurrence just
+    adds theta to mem_q, one spike per step, while the gap exceeds theta: n = floor((max(mem, b) - b)
+    / theta), capped at T. (The gap never drops below 0, so there are no negative spikes.) The
+    ratio is computed in float32 (`FastLayer`); where it lies within float32's error of a whole
+    number, the membrane is computed again in float64 and the recurrence itself is replayed, so n
+    is exactly what a step-by-step float64 simulation gives.
+    encoded_input: (B, 34, 34, 1) frames * 2**k. Returns an int32 numpy array (B, *output_shape).
+    """
+    encoded_input = np.asarray(encoded_input, dtype=np.float64)
+    fast = fast_layer(layer, largest_input=float(np.abs(encoded_input).max(initial=0.0)))
+    ratio = weighted_input(layer.kind, fast.kernel, layer.stride, tf.constant(encoded_input, tf.float32)) + fast.start
+    counts = tf.cast(tf.clip_by_value(tf.floor(ratio), 0.0, time_steps), tf.int32)
+    uncertain = tf.where((tf.abs(ratio - tf.round(ratio)) <= fast.window) & (ratio > 0.5))  # (m, rank)
+    if uncertain.shape[0]:
+        channel = uncertain[:, -1].numpy()
+        theta, bound = layer.threshold[channel], layer.bound[channel]
+        target, mem_q = np.maximum(exact_membrane(layer, fast, encoded_input, None, uncertain).numpy(), bound), bound.copy()
+        fired = np.zeros(len(channel), dtype=np.int32)
+        for _ in range(time_steps):  # §4 steps 4-6, as a literal float64 simulation takes them
+            spikes = target - mem_q > theta
+            mem_q += spikes * theta
+            fired += spikes
+        counts = tf.tensor_scatter_nd_update(counts, uncertain, fired)
+    return counts.numpy()
+
+
+def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
     """§4 steps 4-5 in float64 for the units `where`, as the literal simulation takes them.
 
-    Returns (m,) spikes and how many of these decisions are exact ties: d within TIE_MARGIN theta
-    of a threshold, where two float64 implementations that sum in different orders may disagree.
+    previous_counts: (m,) their net spike counts before this step. Returns (m,) spikes and how
+    many of these decisions are exact ties: d within TIE_MARGIN theta of a threshold, where two
+    float64 implementations that sum in different orders may disagree.
     """
     channel = where[:, -1]
     threshold, bound = tf.gather(layer.threshold, channel), tf.gather(layer.bound, channel)
-    mem_q = bound + tf.cast(tf.gather_nd(counts, where), tf.float64) * threshold
+    mem_q = bound + tf.cast(previous_counts, tf.float64) * threshold
     d = tf.maximum(exact_membrane(layer, fast, counts_in, cap, where), bound) - mem_q
     distance = tf.minimum(tf.abs(d - threshold), tf.abs(d + NEGATIVE_SPIKE_TOLERANCE))
     return spike_decision(d, threshold), tf.math.count_nonzero(distance <= TIE_MARGIN * threshold)
 
 
-def layer_step(layer, fast, spikes_in, counts_in, cap, potential, counts):
-    """One step of a spiking layer 2..L: (spikes, potential, counts, decisions), float32 (B, *output_shape).
+def make_neuron_update(fast, output_shape):
+    """§4 steps 3-6 in float32 for one spiking layer 2..L, its element-wise operations fused by XLA.
 
-    spikes_in: the layer before's spikes at this step; counts_in: its net counts after this step,
-    capped at `cap`. decisions: int64 (3,) = decisions taken again in float64, of those the ones
-    float64 changed, and exact ties among them.
+    update(current, potential, counts, fresh) -> (potential, counts, spikes, close_call), all
+    (rows, *output_shape). current: W (*) spikes / theta; potential: v = (mem - b) / theta; counts:
+    net spike counts (int); fresh (rows,): rows that start a new sample at this step (v = -b / theta,
+    n = 0 before it). close_call marks the decisions within `window` of a threshold.
     """
-    potential = potential + weighted_input(layer.kind, fast.kernel, layer.stride, spikes_in)
-    excess = tf.nn.relu(potential) - counts  # d / theta
-    spikes = tf.cast(excess > 1.0, tf.float32) - tf.cast(excess < -fast.tolerance, tf.float32)
-    # |excess - center| = half exactly at the two thresholds, excess = 1 and excess = -tolerance
-    close_call = (tf.abs(tf.abs(excess - fast.center) - fast.half) <= fast.window) & (potential > -fast.window)
-    where = tf.where(close_call)
-    exact, ties = exact_spikes(layer, fast, counts_in, cap, counts, where)
-    correction = tf.cast(exact, tf.float32) - tf.gather_nd(spikes, where)
-    changed = tf.math.count_nonzero(correction)
-    spikes = tf.cond(changed > 0,  # rare: float32 and float64 seldom disagree
-                     lambda: tf.tensor_scatter_nd_add(spikes, where, correction), lambda: spikes)
-    decisions = tf.stack([tf.shape(where, out_type=tf.int64)[0], changed, ties])
-    return spikes, potential, counts + spikes, decisions
+    per_row = (-1,) + (1,) * len(output_shape)
+
+    @tf.function(jit_compile=True)
+    def update(current, potential, counts, fresh):
+        fresh = tf.reshape(fresh, per_row)
+        potential = tf.where(fresh, fast.start, potential) + current
+        counts = tf.where(fresh, tf.zeros_like(counts), counts)
+        excess = tf.nn.relu(potential) - tf.cast(counts, tf.float32)  # d / theta
+        spikes = tf.cast(excess > 1.0, tf.float32) - tf.cast(excess < -fast.tolerance, tf.float32)
+        # |excess - center| = half exactly at the two thresholds, excess = 1 and excess = -tolerance
+        close_call = (tf.abs(tf.abs(excess - fast.center) - fast.half) <= fast.window) & (potential > -fast.window)
+        return potential, counts + tf.cast(spikes, counts.dtype), spikes, close_call
+
+    return update
 
 
-def make_network_step(network):
-    """(step, FastLayers): a compiled function for one time step of layers 2..L, for any number of samples.
+def count_dtype(time_steps):
+    """The smallest integer type that holds any net spike count (|n| <= T): int8 for the usual T = 40."""
+    return next(dtype for dtype in (tf.int8, tf.int16, tf.int32) if time_steps <= dtype.max)
 
-    step(t, first_counts, potentials, counts) -> (potentials, counts, spikes, net, sops, logits)
-    first_counts: layer 1's spike counts (B, *shape) float32, so its spikes at t are first_counts > t;
-    potentials, counts: lists over layers 2..L of (B, *shape) float32, v = (mem - b) / theta and the
-    net spike counts; spikes, net, sops: this step's counters per sample (B,); logits (B, 10) float64.
+
+def make_network_step(network, rows, time_steps):
+    """(step, FastLayers): a compiled function for one time step of `rows` samples, each at its own step.
+
+    step(time, fresh, live, first_counts, potentials, counts) -> (potentials, counts, counters, logits, decisions)
+    time (rows,) int32: each row's step t; fresh (rows,) bool: rows starting a new sample; live (rows,)
+    bool: rows holding a sample (others run idle and are not counted); first_counts: layer 1's spike
+    counts (rows, *shape), so its spikes at t are first_counts > t; potentials, counts: lists over
+    layers 2..L of (rows, *shape) v = (mem - b) / theta (float32) and net spike counts (int);
+    counters (rows, 3) int32: |spikes|, net spikes and SOPs of this step; logits (rows, 10) float64;
+    decisions int64 (3,): DECISION_KINDS of the live rows.
     """
     first, *layers = network.layers
     fast = [fast_layer(layer) for layer in layers]
+    updates = [make_neuron_update(f, layer.output_shape) for f, layer in zip(fast, layers)]
     out_kernel = tf.constant(network.out_kernel, tf.float64)
-    state_specs = [tf.TensorSpec((None, *layer.output_shape), tf.float32) for layer in layers]
+    dtype = count_dtype(time_steps)
+    per_row = (rows,) + (1,) * len(first.output_shape)
     # Per layer, a (units, 2) matrix: column 0 counts a unit's spikes, column 1 the synapses each of
     # its spikes drives (the next layer's synapses_per_input, or the 10 output units), so one matrix
     # product gives both the spike count and the SOPs of a layer's output. float32 sums whole
@@ -323,88 +341,156 @@ def make_network_step(network):
     fan_out.append(np.full(int(np.prod(layers[-1].output_shape)), NUM_CLASSES))
     exact_in_float32 = sum(int(f.sum()) for f in fan_out) < 2**24
     counter_dtype = tf.float32 if exact_in_float32 else tf.float64
-    counters = [tf.constant(np.stack([np.ones(len(f)), f], axis=1), counter_dtype) for f in fan_out]
+    counter_matrices = [tf.constant(np.stack([np.ones(len(f)), f], axis=1), counter_dtype) for f in fan_out]
 
-    def flatten(values):  # (B, ...) -> (B, units)
-        return tf.reshape(values, (tf.shape(values)[0], -1))
+    def count(spikes, counter):  # -> (rows, 3): |spikes|, net spikes and the SOPs they cause, per row
+        flat = tf.cast(tf.reshape(spikes, (rows, -1)), counter_dtype)
+        magnitude_and_sops = tf.cast(tf.matmul(tf.abs(flat), counter), tf.int32)
+        return tf.stack([magnitude_and_sops[:, 0], tf.cast(tf.reduce_sum(flat, axis=1), tf.int32),
+                         magnitude_and_sops[:, 1]], axis=1)
 
-    def count(spikes, counter):  # -> |spikes| per sample, SOPs they cause, net spikes per sample
-        flat = tf.cast(flatten(spikes), counter_dtype)
-        magnitude_and_sops = tf.matmul(tf.abs(flat), counter)
-        return magnitude_and_sops[:, 0], magnitude_and_sops[:, 1], tf.reduce_sum(flat, axis=1)
+    @tf.function(jit_compile=True)
+    def first_layer_spikes(first_counts, time):  # layer 1 fires +1 at steps 0 .. n-1, never -1
+        return tf.cast(tf.cast(first_counts, tf.int32) > tf.reshape(time, per_row), tf.float32)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec((), tf.int64), tf.TensorSpec((None, *first.output_shape), tf.float32), state_specs, state_specs])
-    def step(t, first_counts, potentials, counts):
-        time = tf.cast(t, tf.float32)
-        spikes = tf.cast(first_counts > time, tf.float32)  # layer 1 fires +1 at steps 0 .. n-1, never -1
-        counts_in, cap = first_counts, time + 1.0  # by step t layer 1 has fired min(n, t + 1) times
-        spike_total, sop_total, net_total = count(spikes, counters[0])
+    state_specs = [tf.TensorSpec((rows, *layer.output_shape), tf.float32) for layer in layers]
+    count_specs = [tf.TensorSpec((rows, *layer.output_shape), dtype) for layer in layers]
+    row_spec = tf.TensorSpec((rows,), tf.bool)
+
+    @tf.function(input_signature=[tf.TensorSpec((rows,), tf.int32), row_spec, row_spec,
+                                  tf.TensorSpec((rows, *first.output_shape), dtype), state_specs, count_specs])
+    def step(time, fresh, live, first_counts, potentials, counts):
+        spikes = first_layer_spikes(first_counts, time)
+        counters = count(spikes, counter_matrices[0])
+        counts_in, cap = first_counts, time + 1  # by step t layer 1 has fired min(n, t + 1) times
         new_potentials, new_counts, decisions = [], [], tf.zeros(3, tf.int64)
-        for layer, layer_fast, counter, potential, layer_counts in zip(layers, fast, counters[1:], potentials, counts):
-            spikes, potential, layer_counts, layer_decisions = layer_step(
-                layer, layer_fast, spikes, counts_in, cap, potential, layer_counts)
-            magnitude, sops, net = count(spikes, counter)
-            spike_total, sop_total, net_total = spike_total + magnitude, sop_total + sops, net_total + net
+        for index, (layer, layer_fast, update) in enumerate(zip(layers, fast, updates)):
+            current = weighted_input(layer.kind, layer_fast.kernel, layer.stride, spikes)
+            potential, layer_counts, spikes, close_call = update(current, potentials[index], counts[index], fresh)
+            # close calls: decided again in float64 from the exact membrane
+            where = tf.where(close_call)  # (m, rank)
+            tentative = tf.gather_nd(spikes, where)
+            previous = tf.cast(tf.gather_nd(layer_counts, where), tf.float32) - tentative
+            row_cap = tf.gather(cap, where[:, 0]) if cap is not None else None
+            exact, ties = exact_spikes(layer, layer_fast, counts_in, row_cap, previous, where)
+            correction = tf.cast(exact, tf.float32) - tentative
+            changed = tf.math.count_nonzero(correction)
+            spikes, layer_counts = tf.cond(  # rare: float32 and float64 seldom disagree
+                changed > 0,
+                lambda: (tf.tensor_scatter_nd_add(spikes, where, correction),
+                         tf.tensor_scatter_nd_add(layer_counts, where, tf.cast(correction, dtype))),
+                lambda: (spikes, layer_counts))
+            counters += count(spikes, counter_matrices[index + 1])
+            in_live_rows = tf.gather(live, where[:, 0])
+            decisions += tf.stack([tf.math.count_nonzero(in_live_rows),
+                                   tf.math.count_nonzero((correction != 0) & in_live_rows), ties])
             new_potentials.append(potential)
             new_counts.append(layer_counts)
-            decisions += layer_decisions
-            counts_in, cap = layer_counts, float("inf")
-        logits = tf.matmul(tf.cast(flatten(counts_in), tf.float64), out_kernel)
-        return new_potentials, new_counts, spike_total, net_total, sop_total, logits, decisions
+            counts_in, cap = layer_counts, None
+        logits = tf.matmul(tf.cast(tf.reshape(counts_in, (rows, -1)), tf.float64), out_kernel)
+        return new_potentials, new_counts, counters, logits, decisions
 
     return step, fast
 
 
-def simulate_chunk(network, frames, time_steps, keep_counts=False, compiled=None):
-    """Simulate one chunk of samples; frames: (B, 34, 34, 1) float (ON count / 32).
+POOL_SIZE = 256  # samples simulated at once (rows of the state); any value gives the same logs
 
-    Returns a SimulationResult for these B samples. A sample that emits no spike in any layer at
-    a step has reached a fixed point: every later step repeats its state (zero increments, same
-    prediction), so such samples leave the simulated set.
+
+def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, check_lossless=False, keep_counts=False,
+             progress=True):
+    """Simulate all samples for T steps; frames: (N, 34, 34, 1) float (ON count / 32). Returns SimulationResult.
+
+    A pool of `pool_size` rows steps together, each row holding one sample at its own step t. A
+    sample that emits no spike in any layer at a step has reached a fixed point: every later step
+    repeats its state (zero increments, same prediction), so its row takes the next sample at once.
+    With `keep_counts`, the final spike counts of every layer are returned (final_counts); with
+    `check_lossless`, they are compared with 2**k x the quantized ANN's activations
+    (`quantized_ann`) and the differences explained (`explain_mismatches`).
     """
-    step, fast = compiled or make_network_step(network)  # (step function, FastLayers)
     first, *layers = network.layers
     n_samples = len(frames)
+    rows = max(1, min(pool_size, n_samples))
+    step, fast = make_network_step(network, rows, time_steps)
+    dtype = count_dtype(time_steps)
     spikes_log, net_log, sops_log, predictions = (np.zeros((n_samples, time_steps), dtype=np.int64) for _ in range(4))
-    first_counts = first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
-    final_counts = [first_counts.numpy() if keep_counts else None]
-    final_counts += [np.zeros((n_samples, *layer.output_shape), dtype=np.int64) for layer in layers]
-    first_counts = tf.cast(first_counts, tf.float32)  # whole numbers <= T: exact
+    final_counts = None
+    if keep_counts or check_lossless:
+        final_counts = [np.zeros((n_samples, *layer.output_shape), dtype=dtype.as_numpy_dtype) for layer in network.layers]
 
-    rows = np.arange(n_samples)  # chunk rows of the state below
-    potentials = [tf.broadcast_to(f.start, (n_samples, *layer.output_shape)) for f, layer in zip(fast, layers)]
-    counts = [tf.zeros((n_samples, *layer.output_shape), tf.float32) for layer in layers]
-    finished = np.zeros(n_samples, dtype=bool)  # per state row: reached its fixed point
+    row_sample = np.full(rows, -1)  # the sample each row holds, -1 for none
+    row_time = np.zeros(rows, dtype=np.int32)
+    first_counts = tf.zeros((rows, *first.output_shape), dtype)
+    potentials = [tf.broadcast_to(f.start, (rows, *layer.output_shape)) for f, layer in zip(fast, layers)]
+    counts = [tf.zeros((rows, *layer.output_shape), dtype) for layer in layers]
     decisions = np.zeros(3, dtype=np.int64)
+    next_sample, waiting, waiting_from = 0, np.zeros((0, *first.output_shape), dtype.as_numpy_dtype), 0
 
-    def store_final_counts(which):
-        for index, layer_counts in enumerate(counts):
-            final_counts[index + 1][rows[which]] = layer_counts.numpy()[which]
+    def first_counts_of(n):  # layer 1's counts of the next n samples, computed `rows` samples at a time
+        nonlocal waiting, waiting_from
+        while len(waiting) < n:
+            block = frames[waiting_from : waiting_from + rows].astype(np.float64) * 2.0**network.k
+            waiting = np.concatenate([waiting, first_layer_spike_counts(first, block, time_steps).astype(waiting.dtype)])
+            waiting_from += len(block)
+        taken, waiting = waiting[:n], waiting[n:]
+        return taken
 
-    for t in range(time_steps):
-        potentials, counts, spike_total, net_total, sop_total, logits, step_decisions = step(
-            tf.constant(t, tf.int64), first_counts, potentials, counts)
-        decisions += step_decisions.numpy()
-        spike_total = spike_total.numpy()
-        predictions[rows, t:] = np.argmax(logits.numpy(), axis=1)[:, None]  # first index on ties
-        spikes_log[rows, t], net_log[rows, t], sops_log[rows, t] = spike_total, net_total.numpy(), sop_total.numpy()
-
-        finished |= spike_total == 0
-        if finished.all() or finished.sum() >= COMPACT_FRACTION * len(rows):
-            if keep_counts:
-                store_final_counts(finished)
-            keep = np.flatnonzero(~finished)
-            if len(keep) == 0:
+    with tqdm(total=n_samples, desc=f"SNN {network.model} k={network.k}", unit="sample", disable=not progress) as bar:
+        while True:
+            free = np.flatnonzero(row_sample < 0)[: n_samples - next_sample]
+            fresh = np.zeros(rows, dtype=bool)
+            if len(free):
+                new_first_counts = first_counts_of(len(free))
+                first_counts = tf.tensor_scatter_nd_update(first_counts, free[:, None], new_first_counts)
+                if final_counts is not None:
+                    final_counts[0][next_sample : next_sample + len(free)] = new_first_counts
+                row_sample[free] = np.arange(next_sample, next_sample + len(free))
+                row_time[free] = 0
+                fresh[free] = True
+                next_sample += len(free)
+            live = row_sample >= 0
+            if not live.any():
                 break
-            rows, finished = rows[keep], finished[keep]
-            first_counts = tf.gather(first_counts, keep)
-            potentials, counts = [tf.gather(array, keep) for array in potentials], [tf.gather(array, keep) for array in counts]
-    else:
-        if keep_counts:
-            store_final_counts(np.ones(len(rows), dtype=bool))
-    return SimulationResult(spikes_log, net_log, sops_log, predictions, final_counts if keep_counts else None,
-                            float64_decisions=dict(zip(DECISION_KINDS, decisions.tolist())))
+            potentials, counts, counters, logits, step_decisions = step(
+                row_time, fresh, live, first_counts, potentials, counts)
+            decisions += step_decisions.numpy()
+            rows_live = np.flatnonzero(live)
+            samples, t = row_sample[rows_live], row_time[rows_live]
+            counters = counters.numpy()[rows_live]
+            spikes_log[samples, t], net_log[samples, t], sops_log[samples, t] = counters.T
+            predictions[samples, t] = np.argmax(logits.numpy()[rows_live], axis=1)  # first index on ties
+
+            done = (counters[:, 0] == 0) | (t == time_steps - 1)  # a fixed point, or the last step
+            if done.any():
+                finished, last_step = samples[done], t[done]
+                later = np.arange(time_steps) > last_step[:, None]
+                predictions[finished] = np.where(later, predictions[finished, last_step][:, None], predictions[finished])
+                if final_counts is not None:
+                    for layer_final, layer_counts in zip(final_counts[1:], counts):
+                        layer_final[finished] = tf.gather(layer_counts, rows_live[done]).numpy()
+                row_sample[rows_live[done]] = -1
+                bar.update(int(done.sum()))
+            row_time += 1
+
+    result = SimulationResult(spikes_log, net_log, sops_log, predictions,
+                              float64_decisions=dict(zip(DECISION_KINDS, decisions.tolist())))
+    if check_lossless:
+        check_against_ann(result, network, frames, final_counts, pool_size)
+    if keep_counts:
+        result.final_counts = final_counts
+    return result
+
+
+def check_against_ann(result, network, frames, final_counts, block_size):
+    """Fill result's lossless-check fields (§3), `block_size` samples at a time."""
+    checks = []
+    for start in range(0, len(frames), block_size):
+        block = slice(start, start + block_size)
+        snn_counts = [layer_counts[block] for layer_counts in final_counts]
+        ann_counts, predictions = quantized_ann(network.params, frames[block])
+        mismatches = sum((snn != ann).reshape(len(snn), -1).sum(axis=1) for snn, ann in zip(snn_counts, ann_counts))
+        checks.append((mismatches, *explain_mismatches(network, frames[block], snn_counts), predictions))
+    result.neuron_mismatches, result.tie_mismatches, result.other_mismatches, result.ann_predictions = (
+        np.concatenate(column) for column in zip(*checks))
 
 
 def quantized_layer(params, index, activation):
@@ -452,36 +538,6 @@ def explain_mismatches(network, frames, snn_counts):
         others = others + (differs & ~near_tie).sum(axis=1)
         activation = counts / 2.0 ** params["k"]
     return ties, others
-
-
-def simulate(network, frames, time_steps=TIME_STEPS, chunk_size=CHUNK_SIZE, check_lossless=False, progress=True):
-    """Simulate all samples, `chunk_size` at a time; frames: (N, 34, 34, 1). Returns SimulationResult.
-
-    With `check_lossless`, every chunk's final spike counts are compared with 2**k x the quantized
-    ANN's activations (`quantized_ann`) and the differences explained (`explain_mismatches`).
-    """
-    parts, checks = [], []
-    compiled = make_network_step(network)  # built and traced once for all chunks
-    with tqdm(total=len(frames), desc=f"SNN {network.model} k={network.k}", unit="sample", disable=not progress) as bar:
-        for start in range(0, len(frames), chunk_size):
-            chunk = frames[start : start + chunk_size]
-            part = simulate_chunk(network, chunk, time_steps, keep_counts=check_lossless, compiled=compiled)
-            if check_lossless:
-                ann_counts, predictions = quantized_ann(network.params, chunk)
-                mismatches = sum((snn != ann).reshape(len(chunk), -1).sum(axis=1)
-                                 for snn, ann in zip(part.final_counts, ann_counts))
-                checks.append((mismatches, *explain_mismatches(network, chunk, part.final_counts), predictions))
-                part.final_counts = None  # large; the comparison is all that is kept
-            parts.append(part)
-            bar.update(len(chunk))
-    joined = {name: np.concatenate([getattr(part, name) for part in parts])
-              for name in ("spikes", "net_spikes", "sops", "predictions")}
-    joined["float64_decisions"] = {kind: sum(part.float64_decisions[kind] for part in parts) for kind in DECISION_KINDS}
-    if check_lossless:
-        mismatches, ties, others, predictions = (np.concatenate(column) for column in zip(*checks))
-        joined.update(neuron_mismatches=mismatches, tie_mismatches=ties, other_mismatches=others,
-                      ann_predictions=predictions)
-    return SimulationResult(**joined)
 
 
 def lossless_report(result, network):

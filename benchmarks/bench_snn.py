@@ -71,7 +71,7 @@ def float32_potential_error(network, frames, time_steps):
     potential = [np.broadcast_to(f.start.numpy(), m.shape) for f, m in zip(fast, mem)]
     largest = np.zeros(len(layers))
     for t in range(time_steps):
-        spikes = (first_counts.numpy() > t).astype(np.float64)
+        spikes = (first_counts > t).astype(np.float64)
         for index, (layer, f) in enumerate(zip(layers, fast)):
             current32 = spiking_utils.weighted_input(layer.kind, f.kernel, layer.stride, spikes.astype(np.float32))
             potential[index] = potential[index] + current32.numpy()

@@ -17,7 +17,7 @@ from cli import UserError
 from conftest import (REPO, assert_one_line_error, conv2d_valid, random_parameters, run_script, script_paths,
                       weighted_sum, write_parameters)
 from spiking_utils import (LOG_FILES, SimulationResult, convert, fold_batch_norm, log_columns, neuron_step,
-                           quantized_ann, simulate, simulate_chunk, steps_to_final, synapse_counts, write_logs)
+                           quantized_ann, simulate, steps_to_final, synapse_counts, write_logs)
 
 KS = (0, 1, 2)
 MODELS = ("lenet", "mlp")
@@ -162,7 +162,7 @@ def test_negative_gamma_channel_counts_the_quantized_activation(k):
                 2: [13, 11, 8, 2, 1, 0, 0]}[k]  # round(4 BN): 13.2, 11.2, 8.4, 1.6, 0.8
     network = convert(params)
     assert network.layers[0].threshold[0] > 0 and network.layers[0].kernel[0, 0] == -1.0
-    result = simulate_chunk(network, frames_with([{0: p} for p in pixels]), 40, keep_counts=True)
+    result = simulate(network, frames_with([{0: p} for p in pixels]), 40, keep_counts=True, progress=False)
     assert (result.spikes[:, -1] == 0).all()
     np.testing.assert_array_equal(result.final_counts[0][:, 0], expected)
     ann_counts, _ = quantized_ann(params, frames_with([{0: p} for p in pixels]))
@@ -174,7 +174,7 @@ def test_shadow_potential_starts_at_the_bound():
     """A unit with no input but BN(0) = beta = 2 must spike twice (k = 0): only if mem_q starts at b."""
     params = crafted_mlp(0, bn1={**{("beta", u): -1.0 for u in range(400)}, ("beta", 0): 2.0},
                          bn2={("beta", u): -1.0 for u in range(400)})
-    result = simulate_chunk(convert(params), np.zeros((1, 34, 34, 1)), 6, keep_counts=True)
+    result = simulate(convert(params), np.zeros((1, 34, 34, 1)), 6, keep_counts=True, progress=False)
     np.testing.assert_array_equal(result.spikes[0], [1, 1, 0, 0, 0, 0])
     assert result.final_counts[0][0, 0] == 2 and result.final_counts[0].sum() == 2
     assert quantized_ann(params, np.zeros((1, 34, 34, 1)))[0][0][0, 0] == 2
@@ -274,7 +274,7 @@ def hand_network():
 
 def test_counters_by_hand():
     params, frames, labels = hand_network()
-    result = simulate_chunk(convert(params), frames, 8, keep_counts=True)
+    result = simulate(convert(params), frames, 8, keep_counts=True, progress=False)
     np.testing.assert_array_equal(result.spikes, [[5, 5, 5, 3, 3, 1, 0, 0], [0] * 8])
     np.testing.assert_array_equal(result.net_spikes, [[5, 5, 5, 1, 1, 1, 0, 0], [0] * 8])
     # 400 synapses per layer-1 spike (dense2 fan-out) + 10 per layer-2 spike (output layer); layer 1 not counted
@@ -305,7 +305,7 @@ def test_exact_ties_are_the_documented_exception():
     frames = frames_with([{0: 0.5, 1: 5.2}, {0: 1.5, 1: 5.2}, {0: 2.5, 1: 5.2}])
     network = convert(params)
     assert network.layers[0].threshold[0] == 1.0 and network.layers[0].bound[0] == -0.5
-    result = simulate_chunk(network, frames, 12, keep_counts=True)
+    result = simulate(network, frames, 12, keep_counts=True, progress=False)
     np.testing.assert_array_equal(result.final_counts[0][:, :2], [[0, 5], [1, 5], [2, 5]])
     np.testing.assert_array_equal(result.final_counts[1][:, 0], [2, 2, 2])  # mem 2.5: + at steps 1 and 3 only
     ann_counts, _ = quantized_ann(params, frames)
@@ -322,7 +322,7 @@ def test_decisions_that_float32_would_flip_are_taken_in_float64():
     d to theta, and would fire at steps 1 and 3 only. The runner must agree with the literal simulation."""
     params = crafted_mlp(0, layer1=[(1, 1, 1.0)], layer2=[(1, 0, 0.5 + 1e-9)], out=[(0, 1, 1.0)])
     frames, labels = frames_with([{1: 5.2}]), np.array([1])
-    result = simulate_chunk(convert(params), frames, 8, keep_counts=True)
+    result = simulate(convert(params), frames, 8, keep_counts=True, progress=False)
     assert result.final_counts[1][0, 0] == 3 == quantized_ann(params, frames)[0][1][0, 0]
     np.testing.assert_array_equal(result.net_spikes[0, :6], [2, 1, 2, 1, 2, 0])  # layer 1 + layer 2 per step
     assert result.float64_decisions["changed"] == 3 and result.float64_decisions["ties"] == 0
@@ -342,7 +342,7 @@ def check_lossless(params, x, max_steps=200):
     within the 1e-5 nudge (and the -1e-5 negative-spike tolerance, 1e-5 / theta in count units).
     """
     k, network = params["k"], convert(params)
-    result = simulate_chunk(network, x, max_steps, keep_counts=True)
+    result = simulate(network, x, max_steps, keep_counts=True, progress=False)
     assert (result.spikes[:, -1] == 0).all(), "did not converge"
     activation, own_mismatches, neurons = x.astype(np.float64), 0, 0
     for index, (spec, layer) in enumerate(zip(ARCHITECTURES[params["model"]], network.layers), start=1):
@@ -408,7 +408,7 @@ def test_explain_mismatches_blames_a_wrong_count_and_excuses_only_ties(k, frames
     x = frames[2][:20]
     params = random_parameters("mlp", k, seed=300 + k, frames=frames[2])
     network = convert(params)
-    counts = simulate_chunk(network, x, 60, keep_counts=True).final_counts
+    counts = simulate(network, x, 60, keep_counts=True, progress=False).final_counts
     ties, others = spiking_utils.explain_mismatches(network, x, counts)
     assert others.sum() == 0
     # a count off by one where 2**k BN(z) is far from a rounding tie must be reported as a fault
@@ -431,30 +431,50 @@ def test_explain_mismatches_blames_a_wrong_count_and_excuses_only_ties(k, frames
 def test_logs_equal_literal_simulation(model, k, frames):
     x, y = frames[2][:60], frames[3][:60]
     params = random_parameters(model, k, seed=200 + k, frames=frames[2])
-    result = simulate(convert(params), x, time_steps=40, chunk_size=37, progress=False)
+    result = simulate(convert(params), x, time_steps=40, pool_size=37, progress=False)
     ours = {name: values.reshape(-1).tolist() for name, values in log_columns(result, y).items()}
     reference = literal_simulation(params, x, y, time_steps=40, batch_size=50)
     assert ours.keys() == reference.keys()
     for name in reference:
         assert len(ours[name]) == len(reference[name]) == 2 * 40
         assert ours[name] == reference[name], name
-    # the runner dropped converged samples early (its fast path) and still matched the literal run
+    # the runner retired converged samples early and refilled their rows (60 samples through 37 rows),
+    # and still matched the literal run
     silent_from = np.array([np.flatnonzero(row)[-1] + 1 if row.any() else 0 for row in result.spikes])
     assert silent_from.min() < 40 and len(np.unique(silent_from)) > 1
     assert ours["spike_num.txt"][-1] > 0 and ours["sop_num.txt"][-1] > 0
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_dropping_converged_samples_changes_nothing(model, frames):
-    """One sample at a time (nothing to drop while others still run) == all samples together."""
+def test_pool_size_changes_nothing(model, frames):
+    """One sample at a time (a pool of one row) == all samples together == rows refilled mid-run."""
     x = frames[2][:12]
     params = random_parameters(model, 1, seed=7, frames=frames[2])
     network = convert(params)
-    together = simulate(network, x, 30, chunk_size=12, progress=False)
-    alone = simulate(network, x, 30, chunk_size=1, progress=False)
-    for name in ("spikes", "net_spikes", "sops", "predictions"):
-        np.testing.assert_array_equal(getattr(together, name), getattr(alone, name))
+    together = simulate(network, x, 30, pool_size=12, progress=False, keep_counts=True)
+    for pool_size in (1, 5):
+        other = simulate(network, x, 30, pool_size=pool_size, progress=False, keep_counts=True)
+        for name in ("spikes", "net_spikes", "sops", "predictions"):
+            np.testing.assert_array_equal(getattr(together, name), getattr(other, name))
+        for ours, theirs in zip(together.final_counts, other.final_counts):
+            np.testing.assert_array_equal(ours, theirs)
     assert together.spikes.shape == (12, 30)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("k", KS)
+def test_first_layer_closed_form_equals_the_recurrence(model, k, frames):
+    """Layer 1's counts (float32 ratio, float64 where close to a whole number) == T float64 neuron steps."""
+    x = frames[2][:16].astype(np.float64) * 2.0**k
+    layer = convert(random_parameters(model, k, seed=500 + k, frames=frames[2])).layers[0]
+    mem = np.asarray(spiking_utils.synaptic_input(layer, x))
+    mem_q, expected = np.broadcast_to(layer.bound, mem.shape), np.zeros(mem.shape)
+    for t in range(1, 41):
+        spikes, mem_q = (np.asarray(a) for a in neuron_step(mem, mem_q, layer.threshold, layer.bound))
+        expected += spikes
+        if t in (3, 40):  # capped at T = 3 for many neurons; complete at T = 40
+            np.testing.assert_array_equal(spiking_utils.first_layer_spike_counts(layer, x, t), expected)
+    assert expected.max() > 3 and (expected == 0).any()
 
 
 # ---------------------------------------------------------------------------------------------

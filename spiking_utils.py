@@ -275,8 +275,8 @@ def first_layer_spike_counts(layer, encoded_input, time_steps):
 def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
     """§4 steps 4-5 in float64 for the units `where`, as the literal simulation takes them.
 
-    previous_counts: (m,) their net spike counts before this step. Returns (m,) spikes and how
-    many of these decisions are exact ties: d within TIE_MARGIN theta of a threshold, where two
+    previous_counts: (m,) their net spike counts before this step. Returns (m,) spikes and (m,)
+    whether each decision is an exact tie: d within TIE_MARGIN theta of a threshold, where two
     float64 implementations that sum in different orders may disagree.
     """
     channel = where[:, -1]
@@ -284,7 +284,7 @@ def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
     mem_q = bound + tf.cast(previous_counts, tf.float64) * threshold
     d = tf.maximum(exact_membrane(layer, fast, counts_in, cap, where), bound) - mem_q
     distance = tf.minimum(tf.abs(d - threshold), tf.abs(d + NEGATIVE_SPIKE_TOLERANCE))
-    return spike_decision(d, threshold), tf.math.count_nonzero(distance <= TIE_MARGIN * threshold)
+    return spike_decision(d, threshold), distance <= TIE_MARGIN * threshold
 
 
 def make_neuron_update(fast, output_shape):
@@ -313,7 +313,7 @@ def make_neuron_update(fast, output_shape):
 
 def count_dtype(time_steps):
     """The smallest integer type that holds any net spike count (|n| <= T): int8 for the usual T = 40."""
-    return next(dtype for dtype in (tf.int8, tf.int16, tf.int32) if time_steps <= dtype.max)
+    return next(dtype for dtype in (tf.int8, tf.int16, tf.int32, tf.int64) if time_steps <= dtype.max)
 
 
 def make_network_step(network, rows, time_steps):
@@ -372,7 +372,7 @@ def make_network_step(network, rows, time_steps):
             tentative = tf.gather_nd(spikes, where)
             previous = tf.cast(tf.gather_nd(layer_counts, where), tf.float32) - tentative
             row_cap = tf.gather(cap, where[:, 0]) if cap is not None else None
-            exact, ties = exact_spikes(layer, layer_fast, counts_in, row_cap, previous, where)
+            exact, tie = exact_spikes(layer, layer_fast, counts_in, row_cap, previous, where)
             correction = tf.cast(exact, tf.float32) - tentative
             changed = tf.math.count_nonzero(correction)
             spikes, layer_counts = tf.cond(  # rare: float32 and float64 seldom disagree
@@ -383,7 +383,8 @@ def make_network_step(network, rows, time_steps):
             counters += count(spikes, counter_matrices[index + 1])
             in_live_rows = tf.gather(live, where[:, 0])
             decisions += tf.stack([tf.math.count_nonzero(in_live_rows),
-                                   tf.math.count_nonzero((correction != 0) & in_live_rows), ties])
+                                   tf.math.count_nonzero((correction != 0) & in_live_rows),
+                                   tf.math.count_nonzero(tie & in_live_rows)])
             new_potentials.append(potential)
             new_counts.append(layer_counts)
             counts_in, cap = layer_counts, None

@@ -414,9 +414,14 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, check_
     step, fast = make_network_step(network, rows, time_steps)
     dtype = count_dtype(time_steps)
     spikes_log, net_log, sops_log, predictions = (np.zeros((n_samples, time_steps), dtype=np.int64) for _ in range(4))
+    # layer 1's whole spike trains, (N, *shape): their closed form needs no stepping
+    first_layer_counts = np.concatenate([np.zeros((0, *first.output_shape), dtype.as_numpy_dtype)] + [
+        first_layer_spike_counts(first, frames[start : start + rows].astype(np.float64) * 2.0**network.k,
+                                 time_steps).astype(dtype.as_numpy_dtype) for start in range(0, n_samples, rows)])
     final_counts = None
     if keep_counts or check_lossless:
-        final_counts = [np.zeros((n_samples, *layer.output_shape), dtype=dtype.as_numpy_dtype) for layer in network.layers]
+        final_counts = [first_layer_counts] + [np.zeros((n_samples, *layer.output_shape), dtype=dtype.as_numpy_dtype)
+                                        for layer in layers]
 
     row_sample = np.full(rows, -1)  # the sample each row holds, -1 for none
     row_time = np.zeros(rows, dtype=np.int32)
@@ -424,26 +429,15 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, check_
     potentials = [tf.broadcast_to(f.start, (rows, *layer.output_shape)) for f, layer in zip(fast, layers)]
     counts = [tf.zeros((rows, *layer.output_shape), dtype) for layer in layers]
     decisions = np.zeros(3, dtype=np.int64)
-    next_sample, waiting, waiting_from = 0, np.zeros((0, *first.output_shape), dtype.as_numpy_dtype), 0
-
-    def first_counts_of(n):  # layer 1's counts of the next n samples, computed `rows` samples at a time
-        nonlocal waiting, waiting_from
-        while len(waiting) < n:
-            block = frames[waiting_from : waiting_from + rows].astype(np.float64) * 2.0**network.k
-            waiting = np.concatenate([waiting, first_layer_spike_counts(first, block, time_steps).astype(waiting.dtype)])
-            waiting_from += len(block)
-        taken, waiting = waiting[:n], waiting[n:]
-        return taken
+    next_sample = 0
 
     with tqdm(total=n_samples, desc=f"SNN {network.model} k={network.k}", unit="sample", disable=not progress) as bar:
         while True:
             free = np.flatnonzero(row_sample < 0)[: n_samples - next_sample]
             fresh = np.zeros(rows, dtype=bool)
             if len(free):
-                new_first_counts = first_counts_of(len(free))
-                first_counts = tf.tensor_scatter_nd_update(first_counts, free[:, None], new_first_counts)
-                if final_counts is not None:
-                    final_counts[0][next_sample : next_sample + len(free)] = new_first_counts
+                new_samples = slice(next_sample, next_sample + len(free))
+                first_counts = tf.tensor_scatter_nd_update(first_counts, free[:, None], first_layer_counts[new_samples])
                 row_sample[free] = np.arange(next_sample, next_sample + len(free))
                 row_time[free] = 0
                 fresh[free] = True

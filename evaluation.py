@@ -159,6 +159,7 @@ def main_snn(model, precision, argv=None):
     """Entry point of the thin SNN inference scripts."""
 
     def run(argv):
+        spiking_utils.configure_threads()
         args = parse_args(model, precision, spiking=True, argv=argv)
         evaluate_snn(model, precision, args.data, args.model_dir, args.log_dir, args.time_steps, args.batch_size,
                      args.test_limit, args.check_lossless, progress=not args.quiet)

@@ -21,6 +21,9 @@ from another float64 implementation are then exact ties, which float64 rounding 
 SimulationResult.float64_decisions counts them.
 """
 import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,23 +200,20 @@ class FastLayer:
     start: tf.Tensor  # v at t = 0: -b / theta, float32 (C,)
     tolerance: tf.Tensor  # 1e-5 / theta, float32 (C,)
     window: float  # in threshold units
-    center: tf.Tensor  # (1 - tolerance) / 2, float32 (C,)
-    half: tf.Tensor  # (1 + tolerance) / 2, float32 (C,)
     kernel_by_unit: tf.Tensor  # float64 W with the output unit first: conv (C_out, kh, kw, C_in), dense (units, fan_in)
 
 
-def fast_layer(layer, largest_input=1.0):
-    """The FastLayer of a SpikingLayer whose inputs are at most `largest_input` in magnitude (spikes: 1).
+def fast_layer(layer):
+    """The FastLayer of a SpikingLayer whose inputs are spikes (-1, 0 or +1).
 
-    Its window grows with the largest input one step can bring, sum |W| / theta x largest_input.
+    Its window grows with the largest input one step can bring, sum |W| / theta.
     """
     kernel = layer.kernel / layer.threshold
-    largest_current = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).max() * largest_input
+    largest_current = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).max()
     scale = 1.0 + largest_current + np.abs(layer.bound / layer.threshold).max()
     tolerance = NEGATIVE_SPIKE_TOLERANCE / layer.threshold
     return FastLayer(tf.constant(kernel, tf.float32), tf.constant(-layer.bound / layer.threshold, tf.float32),
                      tf.constant(tolerance, tf.float32), DECISION_WINDOW_ULPS * 2.0**-24 * scale,
-                     tf.constant((1.0 - tolerance) / 2, tf.float32), tf.constant((1.0 + tolerance) / 2, tf.float32),
                      tf.constant(np.moveaxis(layer.kernel, -1, 0)))
 
 
@@ -243,33 +243,77 @@ def exact_membrane(layer, fast, counts_in, cap, where):
     return tf.reduce_sum(tf.reshape(inputs * weights, (tf.shape(inputs)[0], -1)), axis=1)
 
 
-def first_layer_spike_counts(layer, encoded_input, time_steps):
+FIRST_LAYER_BLOCK = 256  # samples per compiled call of layer 1's closed form
+
+
+def first_layer_spike_counts(layer, encoded_input, time_steps, dtype=tf.int32, block_size=FIRST_LAYER_BLOCK):
     """Layer 1's whole spike train, computed once: it fires +1 at steps 0 .. n-1, nothing else.
 
     Its input arrives only at t = 0, so max(mem, b) is fixed and the neuron_step recurrence just
     adds theta to mem_q, one spike per step, while the gap exceeds theta: n = floor((max(mem, b) - b)
-    / theta), capped at T. (The gap never drops below 0, so there are no negative spikes.) The
-    ratio is computed in float32 (`FastLayer`); where it lies within float32's error of a whole
-    number, the membrane is computed again in float64 and the recurrence itself is replayed, so n
-    is exactly what a step-by-step float64 simulation gives.
-    encoded_input: (B, 34, 34, 1) frames * 2**k. Returns an int32 numpy array (B, *output_shape).
+    / theta), capped at T. (The gap never drops below 0, so there are no negative spikes.)
+    encoded_input: (B, 34, 34, 1) frames * 2**k. Returns a numpy array (B, *output_shape) of `dtype` (a tf.DType).
     """
-    encoded_input = np.asarray(encoded_input, dtype=np.float64)
-    fast = fast_layer(layer, largest_input=float(np.abs(encoded_input).max(initial=0.0)))
-    ratio = weighted_input(layer.kind, fast.kernel, layer.stride, tf.constant(encoded_input, tf.float32)) + fast.start
-    counts = tf.cast(tf.clip_by_value(tf.floor(ratio), 0.0, time_steps), tf.int32)
-    uncertain = tf.where((tf.abs(ratio - tf.round(ratio)) <= fast.window) & (ratio > 0.5))  # (m, rank)
-    if uncertain.shape[0]:
-        channel = uncertain[:, -1].numpy()
-        theta, bound = layer.threshold[channel], layer.bound[channel]
-        target, mem_q = np.maximum(exact_membrane(layer, fast, encoded_input, None, uncertain).numpy(), bound), bound.copy()
-        fired = np.zeros(len(channel), dtype=np.int32)
-        for _ in range(time_steps):  # §4 steps 4-6, as a literal float64 simulation takes them
-            spikes = target - mem_q > theta
-            mem_q += spikes * theta
-            fired += spikes
-        counts = tf.tensor_scatter_nd_update(counts, uncertain, fired)
-    return counts.numpy()
+    count_block = make_first_layer_counter(layer, time_steps, dtype, max(1, min(block_size, len(encoded_input))))
+    return np.concatenate([np.zeros((0, *layer.output_shape), dtype.as_numpy_dtype)] + [
+        count_block(encoded_input[start : start + block_size]) for start in range(0, len(encoded_input), block_size)])
+
+
+def make_first_layer_counter(layer, time_steps, dtype, block_size):
+    """count_block(encoded_input) -> layer 1's spike counts of up to `block_size` samples (numpy, `dtype`).
+
+    The ratio n = (max(mem, b) - b) / theta is computed in float32 (`FastLayer`), with a bound on
+    its rounding error per unit (the classic one for a sum of products: taps + 4 units in the last
+    place of sum |w x| + |b / theta|, doubled); where the ratio lies within that bound of a whole
+    number, the membrane is computed again in float64 and the recurrence itself is replayed, so n
+    is exactly what a step-by-step float64 simulation gives. Blocks are padded to one shape, so
+    the float32 part compiles once; it may be called from several threads at once.
+    """
+    fast = fast_layer(layer)
+    taps = int(np.prod(layer.kernel.shape[:-1]))
+    kernel_magnitude = tf.constant(np.abs(layer.kernel / layer.threshold).reshape(-1, layer.kernel.shape[-1]).sum(axis=0),
+                                   tf.float32)  # sum |W| / theta per channel, (C,)
+    per_sample = (-1,) + (1,) * len(layer.output_shape)
+
+    @tf.function(jit_compile=True)  # the element-wise part, fused
+    def counts_and_doubts(weighted, largest_input):
+        ratio = weighted + fast.start
+        magnitude = tf.reshape(largest_input, per_sample) * kernel_magnitude + tf.abs(fast.start)  # >= sum |w x| + |b / theta|
+        error_bound = 2 * (taps + 4) * 2.0**-24 * magnitude
+        counts = tf.cast(tf.clip_by_value(tf.floor(ratio), 0.0, time_steps), dtype)
+        return counts, (tf.abs(ratio - tf.round(ratio)) <= error_bound) & (ratio > 0.5)
+
+    @tf.function(input_signature=[tf.TensorSpec((block_size, *layer.input_shape), tf.float32)])
+    def float32_counts(inputs):  # -> (counts, uncertain (m, rank)): floor(ratio) in [0, T], and where it may be off by one
+        largest_input = tf.reduce_max(tf.abs(tf.reshape(inputs, (block_size, -1))), axis=1)
+        counts, doubtful = counts_and_doubts(weighted_input(layer.kind, fast.kernel, layer.stride, inputs), largest_input)
+        return counts, tf.where(doubtful)
+
+    def count_block(encoded_input):
+        encoded_input = np.asarray(encoded_input, dtype=np.float64)
+        padded = np.zeros((block_size, *layer.input_shape), dtype=np.float32)
+        padded[: len(encoded_input)] = encoded_input.reshape(len(encoded_input), *layer.input_shape)
+        counts, uncertain = (array.numpy() for array in float32_counts(padded))
+        uncertain = uncertain[uncertain[:, 0] < len(encoded_input)]
+        if len(uncertain):
+            counts[tuple(uncertain.T)] = replay_first_layer(layer, fast, encoded_input, uncertain, time_steps)
+        return counts[: len(encoded_input)]
+
+    return count_block
+
+
+def replay_first_layer(layer, fast, encoded_input, where, time_steps):
+    """Layer 1's spike counts at the units `where` (m, rank), by T literal float64 steps of §4."""
+    channel = where[:, -1]
+    theta, bound = layer.threshold[channel], layer.bound[channel]
+    membrane = exact_membrane(layer, fast, encoded_input, None, tf.constant(where, tf.int64)).numpy()
+    target, mem_q = np.maximum(membrane, bound), bound.copy()
+    fired = np.zeros(len(channel), dtype=np.int64)
+    for _ in range(time_steps):  # §4 steps 4-6
+        spikes = target - mem_q > theta
+        mem_q += spikes * theta
+        fired += spikes
+    return fired
 
 
 def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
@@ -304,8 +348,10 @@ def make_neuron_update(fast, output_shape):
         counts = tf.where(fresh, tf.zeros_like(counts), counts)
         excess = tf.nn.relu(potential) - tf.cast(counts, tf.float32)  # d / theta
         spikes = tf.cast(excess > 1.0, tf.float32) - tf.cast(excess < -fast.tolerance, tf.float32)
-        # |excess - center| = half exactly at the two thresholds, excess = 1 and excess = -tolerance
-        close_call = (tf.abs(tf.abs(excess - fast.center) - fast.half) <= fast.window) & (potential > -fast.window)
+        # Close to either threshold, excess = 1 or excess = -tolerance. With no net spike yet, d >= 0
+        # exactly, so no precision can fire a negative spike: only the upper threshold is then close.
+        close_call = (tf.abs(excess - 1.0) <= fast.window) | (
+            (tf.abs(excess + fast.tolerance) <= fast.window) & (counts > 0))
         return potential, counts + tf.cast(spikes, counts.dtype), spikes, close_call
 
     return update
@@ -362,11 +408,17 @@ def make_network_step(network, rows, time_steps):
     def step(time, fresh, live, first_counts, potentials, counts):
         spikes = first_layer_spikes(first_counts, time)
         counters = count(spikes, counter_matrices[0])
+        current = weighted_input(layers[0].kind, fast[0].kernel, layers[0].stride, spikes)
         counts_in, cap = first_counts, time + 1  # by step t layer 1 has fired min(n, t + 1) times
         new_potentials, new_counts, decisions = [], [], tf.zeros(3, tf.int64)
         for index, (layer, layer_fast, update) in enumerate(zip(layers, fast, updates)):
-            current = weighted_input(layer.kind, layer_fast.kernel, layer.stride, spikes)
             potential, layer_counts, spikes, close_call = update(current, potentials[index], counts[index], fresh)
+            # The next layer's input current, from these spikes as they stand: it runs while the
+            # close calls are checked, and is computed again in the rare case that a spike changes.
+            next_current = lambda spikes: (weighted_input(layers[index + 1].kind, fast[index + 1].kernel,  # noqa: E731
+                                                          layers[index + 1].stride, spikes)
+                                           if index + 1 < len(layers) else tf.zeros(()))
+            current = next_current(spikes)
             # close calls: decided again in float64 from the exact membrane
             where = tf.where(close_call)  # (m, rank)
             tentative = tf.gather_nd(spikes, where)
@@ -375,11 +427,15 @@ def make_network_step(network, rows, time_steps):
             exact, tie = exact_spikes(layer, layer_fast, counts_in, row_cap, previous, where)
             correction = tf.cast(exact, tf.float32) - tentative
             changed = tf.math.count_nonzero(correction)
-            spikes, layer_counts = tf.cond(  # rare: float32 and float64 seldom disagree
-                changed > 0,
-                lambda: (tf.tensor_scatter_nd_add(spikes, where, correction),
-                         tf.tensor_scatter_nd_add(layer_counts, where, tf.cast(correction, dtype))),
-                lambda: (spikes, layer_counts))
+
+            def corrected(spikes=spikes, layer_counts=layer_counts, where=where, correction=correction,
+                          next_current=next_current):
+                spikes = tf.tensor_scatter_nd_add(spikes, where, correction)
+                return (spikes, tf.tensor_scatter_nd_add(layer_counts, where, tf.cast(correction, dtype)),
+                        next_current(spikes))
+
+            spikes, layer_counts, current = tf.cond(  # rare: float32 and float64 seldom disagree
+                changed > 0, corrected, lambda: (spikes, layer_counts, current))
             counters += count(spikes, counter_matrices[index + 1])
             in_live_rows = tf.gather(live, where[:, 0])
             decisions += tf.stack([tf.math.count_nonzero(in_live_rows),
@@ -394,60 +450,88 @@ def make_network_step(network, rows, time_steps):
     return step, fast
 
 
-POOL_SIZE = 256  # samples simulated at once (rows of the state); any value gives the same logs
+POOL_SIZE = 256  # samples simulated at once by each worker (rows of its state); any value gives the same logs
+WORKERS = 2  # pools stepped by parallel threads, so that one computes while the other waits on a serial operation
 
 
-def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, check_lossless=False, keep_counts=False,
-             progress=True):
+def configure_threads(workers=WORKERS):
+    """Size TensorFlow's thread pools for `simulate`: cores // workers threads per operation.
+
+    The workers' pools then compute side by side instead of contending for the same threads
+    (measured on 2 cores: about 6 % faster). TensorFlow allows this only before its first
+    operation, so the SNN scripts call it first thing; later (as in reproduce.py, after training)
+    it changes nothing, and simulate gives the same results at a little less speed.
+    """
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // workers))
+        tf.config.threading.set_inter_op_parallelism_threads(workers)
+    except RuntimeError:  # TensorFlow has started already
+        pass
+
+
+def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, workers=WORKERS, check_lossless=False,
+             keep_counts=False, progress=True):
     """Simulate all samples for T steps; frames: (N, 34, 34, 1) float (ON count / 32). Returns SimulationResult.
 
-    A pool of `pool_size` rows steps together, each row holding one sample at its own step t. A
-    sample that emits no spike in any layer at a step has reached a fixed point: every later step
-    repeats its state (zero increments, same prediction), so its row takes the next sample at once.
-    With `keep_counts`, the final spike counts of every layer are returned (final_counts); with
-    `check_lossless`, they are compared with 2**k x the quantized ANN's activations
-    (`quantized_ann`) and the differences explained (`explain_mismatches`).
+    Each of `workers` threads steps its own pool of `pool_size` rows, each row holding one sample
+    at its own step t. A sample that emits no spike in any layer at a step has reached a fixed
+    point: every later step repeats its state (zero increments, same prediction), so its row
+    takes the next sample at once. With `keep_counts`, the final spike counts of every layer are
+    returned (final_counts); with `check_lossless`, they are compared with 2**k x the quantized
+    ANN's activations (`quantized_ann`) and the differences explained (`explain_mismatches`).
     """
     first, *layers = network.layers
     n_samples = len(frames)
-    rows = max(1, min(pool_size, n_samples))
+    rows = max(1, min(pool_size, -(-n_samples // workers)))
     step, fast = make_network_step(network, rows, time_steps)
     dtype = count_dtype(time_steps)
     spikes_log, net_log, sops_log, predictions = (np.zeros((n_samples, time_steps), dtype=np.int64) for _ in range(4))
-    # layer 1's whole spike trains, (N, *shape): their closed form needs no stepping
-    first_layer_counts = np.concatenate([np.zeros((0, *first.output_shape), dtype.as_numpy_dtype)] + [
-        first_layer_spike_counts(first, frames[start : start + rows].astype(np.float64) * 2.0**network.k,
-                                 time_steps).astype(dtype.as_numpy_dtype) for start in range(0, n_samples, rows)])
+
+    def empty_state():  # (first_counts, potentials, counts) of a pool with no sample
+        return (tf.zeros((rows, *first.output_shape), dtype),
+                [tf.broadcast_to(f.start, (rows, *layer.output_shape)) for f, layer in zip(fast, layers)],
+                [tf.zeros((rows, *layer.output_shape), dtype) for layer in layers])
+
+    # Layer 1's whole spike trains, (N, *shape), in closed form, block by block, while another
+    # thread compiles the step (one idle call).
+    count_block = make_first_layer_counter(first, time_steps, dtype, rows)
+    blocks = range(0, n_samples, rows)
+    with ThreadPoolExecutor(workers) as executor:
+        executor.submit(step, np.zeros(rows, np.int32), np.ones(rows, bool), np.zeros(rows, bool), *empty_state())
+        first_layer_counts = np.concatenate(list(executor.map(
+            lambda start: count_block(np.asarray(frames[start : start + rows], np.float64) * 2.0**network.k), blocks)))
     final_counts = None
     if keep_counts or check_lossless:
         final_counts = [first_layer_counts] + [np.zeros((n_samples, *layer.output_shape), dtype=dtype.as_numpy_dtype)
-                                        for layer in layers]
+                                               for layer in layers]
 
-    row_sample = np.full(rows, -1)  # the sample each row holds, -1 for none
-    row_time = np.zeros(rows, dtype=np.int32)
-    first_counts = tf.zeros((rows, *first.output_shape), dtype)
-    potentials = [tf.broadcast_to(f.start, (rows, *layer.output_shape)) for f, layer in zip(fast, layers)]
-    counts = [tf.zeros((rows, *layer.output_shape), dtype) for layer in layers]
-    decisions = np.zeros(3, dtype=np.int64)
-    next_sample = 0
+    lock = threading.Lock()  # guards next_sample, decisions and the progress bar
+    next_sample, decisions = 0, np.zeros(3, dtype=np.int64)
 
-    with tqdm(total=n_samples, desc=f"SNN {network.model} k={network.k}", unit="sample", disable=not progress) as bar:
+    def take_samples(n):  # the next n samples (or fewer) to simulate
+        nonlocal next_sample
+        with lock:
+            taken = np.arange(next_sample, min(n_samples, next_sample + n))
+            next_sample += len(taken)
+        return taken
+
+    def run_pool(bar):  # one worker: step a pool until no sample is left
+        nonlocal decisions
+        row_sample = np.full(rows, -1)  # the sample each row holds, -1 for none
+        row_time = np.zeros(rows, dtype=np.int32)
+        first_counts, potentials, counts = empty_state()
         while True:
-            free = np.flatnonzero(row_sample < 0)[: n_samples - next_sample]
             fresh = np.zeros(rows, dtype=bool)
-            if len(free):
-                new_samples = slice(next_sample, next_sample + len(free))
+            new_samples = take_samples(int((row_sample < 0).sum()))
+            if len(new_samples):
+                free = np.flatnonzero(row_sample < 0)[: len(new_samples)]
                 first_counts = tf.tensor_scatter_nd_update(first_counts, free[:, None], first_layer_counts[new_samples])
-                row_sample[free] = np.arange(next_sample, next_sample + len(free))
-                row_time[free] = 0
-                fresh[free] = True
-                next_sample += len(free)
+                row_sample[free], row_time[free], fresh[free] = new_samples, 0, True
             live = row_sample >= 0
             if not live.any():
-                break
+                return
             potentials, counts, counters, logits, step_decisions = step(
                 row_time, fresh, live, first_counts, potentials, counts)
-            decisions += step_decisions.numpy()
             rows_live = np.flatnonzero(live)
             samples, t = row_sample[rows_live], row_time[rows_live]
             counters = counters.numpy()[rows_live]
@@ -463,8 +547,15 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, check_
                     for layer_final, layer_counts in zip(final_counts[1:], counts):
                         layer_final[finished] = tf.gather(layer_counts, rows_live[done]).numpy()
                 row_sample[rows_live[done]] = -1
-                bar.update(int(done.sum()))
             row_time += 1
+            with lock:
+                decisions += step_decisions.numpy()
+                bar.update(int(done.sum()))
+
+    with tqdm(total=n_samples, desc=f"SNN {network.model} k={network.k}", unit="sample", disable=not progress) as bar:
+        with ThreadPoolExecutor(workers) as executor:
+            for worker in [executor.submit(run_pool, bar) for _ in range(workers)]:
+                worker.result()  # raises what the worker raised
 
     result = SimulationResult(spikes_log, net_log, sops_log, predictions,
                               float64_decisions=dict(zip(DECISION_KINDS, decisions.tolist())))

@@ -92,6 +92,7 @@ def main(argv=None):
     parser.add_argument("--literal-samples", type=int, default=200, help="samples for the literal baseline (default: %(default)s)")
     parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS)
     args = parser.parse_args(argv)
+    spiking_utils.configure_threads()
 
     model_dir = args.model_dir or default_model_dir(args.model, args.precision)
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, args.model, precision_to_k(args.precision))

@@ -379,21 +379,23 @@ def make_network_step(network, rows, time_steps):
     out_kernel = tf.constant(network.out_kernel, tf.float64)
     dtype = count_dtype(time_steps)
     per_row = (rows,) + (1,) * len(first.output_shape)
-    # Per layer, a (units, 2) matrix: column 0 counts a unit's spikes, column 1 the synapses each of
-    # its spikes drives (the next layer's synapses_per_input, or the 10 output units), so one matrix
-    # product gives both the spike count and the SOPs of a layer's output. float32 sums whole
-    # numbers exactly below 2**24, far above one step's SOPs per sample; float64 takes over beyond.
+    # Per layer 1..L, the synapses each of a unit's spikes drives: the next layer's
+    # synapses_per_input, or the 10 output units. float32 sums whole numbers exactly below 2**24,
+    # far above one step's SOPs per sample; float64 takes over beyond.
     fan_out = [layer.synapses_per_input.reshape(-1) for layer in layers]
     fan_out.append(np.full(int(np.prod(layers[-1].output_shape)), NUM_CLASSES))
     exact_in_float32 = sum(int(f.sum()) for f in fan_out) < 2**24
     counter_dtype = tf.float32 if exact_in_float32 else tf.float64
-    counter_matrices = [tf.constant(np.stack([np.ones(len(f)), f], axis=1), counter_dtype) for f in fan_out]
+    uniform = [bool(np.all(f == f[0])) for f in fan_out]  # then SOPs = |spikes| x that fan-out
+    fan_out = [tf.constant(f, counter_dtype) for f in fan_out]
 
-    def count(spikes, counter):  # -> (rows, 3): |spikes|, net spikes and the SOPs they cause, per row
+    def count(spikes, layer):  # -> (rows, 3) int32: |spikes|, net spikes and the SOPs they cause, per row
         flat = tf.cast(tf.reshape(spikes, (rows, -1)), counter_dtype)
-        magnitude_and_sops = tf.cast(tf.matmul(tf.abs(flat), counter), tf.int32)
-        return tf.stack([magnitude_and_sops[:, 0], tf.cast(tf.reduce_sum(flat, axis=1), tf.int32),
-                         magnitude_and_sops[:, 1]], axis=1)
+        magnitude = flat if layer == 0 else tf.abs(flat)  # layer 1 only fires +1
+        spike_count = tf.reduce_sum(magnitude, axis=1)
+        net = spike_count if layer == 0 else tf.reduce_sum(flat, axis=1)
+        sops = spike_count * fan_out[layer][0] if uniform[layer] else tf.linalg.matvec(magnitude, fan_out[layer])
+        return tf.cast(tf.stack([spike_count, net, sops], axis=1), tf.int32)
 
     @tf.function(jit_compile=True)
     def first_layer_spikes(first_counts, time):  # layer 1 fires +1 at steps 0 .. n-1, never -1
@@ -407,7 +409,7 @@ def make_network_step(network, rows, time_steps):
                                   tf.TensorSpec((rows, *first.output_shape), dtype), state_specs, count_specs])
     def step(time, fresh, live, first_counts, potentials, counts):
         spikes = first_layer_spikes(first_counts, time)
-        counters = count(spikes, counter_matrices[0])
+        counters = count(spikes, 0)
         current = weighted_input(layers[0].kind, fast[0].kernel, layers[0].stride, spikes)
         counts_in, cap = first_counts, time + 1  # by step t layer 1 has fired min(n, t + 1) times
         new_potentials, new_counts, decisions = [], [], tf.zeros(3, tf.int64)
@@ -436,7 +438,7 @@ def make_network_step(network, rows, time_steps):
 
             spikes, layer_counts, current = tf.cond(  # rare: float32 and float64 seldom disagree
                 changed > 0, corrected, lambda: (spikes, layer_counts, current))
-            counters += count(spikes, counter_matrices[index + 1])
+            counters += count(spikes, index + 1)
             in_live_rows = tf.gather(live, where[:, 0])
             decisions += tf.stack([tf.math.count_nonzero(in_live_rows),
                                    tf.math.count_nonzero((correction != 0) & in_live_rows),

@@ -275,7 +275,7 @@ def make_first_layer_counter(layer, time_steps, dtype, block_size):
                                    tf.float32)  # sum |W| / theta per channel, (C,)
     per_sample = (-1,) + (1,) * len(layer.output_shape)
 
-    @tf.function(jit_compile=True)  # the element-wise part, fused
+    @tf.function(jit_compile=True, autograph=False)  # the element-wise part, fused
     def counts_and_doubts(weighted, largest_input):
         ratio = weighted + fast.start
         magnitude = tf.reshape(largest_input, per_sample) * kernel_magnitude + tf.abs(fast.start)  # >= sum |w x| + |b / theta|
@@ -283,7 +283,7 @@ def make_first_layer_counter(layer, time_steps, dtype, block_size):
         counts = tf.cast(tf.clip_by_value(tf.floor(ratio), 0.0, time_steps), dtype)
         return counts, (tf.abs(ratio - tf.round(ratio)) <= error_bound) & (ratio > 0.5)
 
-    @tf.function(input_signature=[tf.TensorSpec((block_size, *layer.input_shape), tf.float32)])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec((block_size, *layer.input_shape), tf.float32)])
     def float32_counts(inputs):  # -> (counts, uncertain (m, rank)): floor(ratio) in [0, T], and where it may be off by one
         largest_input = tf.reduce_max(tf.abs(tf.reshape(inputs, (block_size, -1))), axis=1)
         counts, doubtful = counts_and_doubts(weighted_input(layer.kind, fast.kernel, layer.stride, inputs), largest_input)
@@ -341,7 +341,7 @@ def make_neuron_update(fast, output_shape):
     """
     per_row = (-1,) + (1,) * len(output_shape)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def update(current, potential, counts, fresh):
         fresh = tf.reshape(fresh, per_row)
         potential = tf.where(fresh, fast.start, potential) + current
@@ -397,7 +397,7 @@ def make_network_step(network, rows, time_steps):
         sops = spike_count * fan_out[layer][0] if uniform[layer] else tf.linalg.matvec(magnitude, fan_out[layer])
         return tf.cast(tf.stack([spike_count, net, sops], axis=1), tf.int32)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def first_layer_spikes(first_counts, time):  # layer 1 fires +1 at steps 0 .. n-1, never -1
         return tf.cast(tf.cast(first_counts, tf.int32) > tf.reshape(time, per_row), tf.float32)
 
@@ -405,7 +405,7 @@ def make_network_step(network, rows, time_steps):
     count_specs = [tf.TensorSpec((rows, *layer.output_shape), dtype) for layer in layers]
     row_spec = tf.TensorSpec((rows,), tf.bool)
 
-    @tf.function(input_signature=[tf.TensorSpec((rows,), tf.int32), row_spec, row_spec,
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec((rows,), tf.int32), row_spec, row_spec,
                                   tf.TensorSpec((rows, *first.output_shape), dtype), state_specs, count_specs])
     def step(time, fresh, live, first_counts, potentials, counts):
         spikes = first_layer_spikes(first_counts, time)

@@ -331,13 +331,23 @@ def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
     return spike_decision(d, threshold), distance <= TIE_MARGIN * threshold
 
 
+CLOSE_CALL, PENDING = 1, 2  # the neuron outlooks of make_neuron_update
+
+
 def make_neuron_update(fast, output_shape):
     """§4 steps 3-6 in float32 for one spiking layer 2..L, its element-wise operations fused by XLA.
 
-    update(current, potential, counts, fresh) -> (potential, counts, spikes, close_call), all
+    update(current, potential, counts, fresh) -> (potential, counts, spikes, outlook), all
     (rows, *output_shape). current: W (*) spikes / theta; potential: v = (mem - b) / theta; counts:
     net spike counts (int); fresh (rows,): rows that start a new sample at this step (v = -b / theta,
-    n = 0 before it). close_call marks the decisions within `window` of a threshold.
+    n = 0 before it). outlook (int8): CLOSE_CALL for the decisions within `window` of a threshold,
+    PENDING for the neurons that may fire again at the next step even if no input arrives.
+
+    A neuron fires again without input only if its excess is still beyond a threshold after this
+    step's spike: excess > 2 (a +1 spike leaves it above 1), or excess < -1 - tolerance with a net
+    count still positive after its -1 spike (without one, d >= 0). A close call never does: whichever
+    way float64 decides it, the excess after it lies in [-tolerance, 1]. float32's error is allowed
+    for by the same window.
     """
     per_row = (-1,) + (1,) * len(output_shape)
 
@@ -352,7 +362,9 @@ def make_neuron_update(fast, output_shape):
         # exactly, so no precision can fire a negative spike: only the upper threshold is then close.
         close_call = (tf.abs(excess - 1.0) <= fast.window) | (
             (tf.abs(excess + fast.tolerance) <= fast.window) & (counts > 0))
-        return potential, counts + tf.cast(spikes, counts.dtype), spikes, close_call
+        pending = (excess > 2.0 - fast.window) | ((excess < -1.0 - fast.tolerance + fast.window) & (counts > 1))
+        outlook = CLOSE_CALL * tf.cast(close_call, tf.int8) + PENDING * tf.cast(pending, tf.int8)
+        return potential, counts + tf.cast(spikes, counts.dtype), spikes, outlook
 
     return update
 
@@ -365,13 +377,14 @@ def count_dtype(time_steps):
 def make_network_step(network, rows, time_steps):
     """(step, FastLayers): a compiled function for one time step of `rows` samples, each at its own step.
 
-    step(time, fresh, live, first_counts, potentials, counts) -> (potentials, counts, counters, logits, decisions)
+    step(time, fresh, live, first_counts, potentials, counts) -> (potentials, counts, counters, logits, decisions, may_fire)
     time (rows,) int32: each row's step t; fresh (rows,) bool: rows starting a new sample; live (rows,)
     bool: rows holding a sample (others run idle and are not counted); first_counts: layer 1's spike
     counts (rows, *shape), so its spikes at t are first_counts > t; potentials, counts: lists over
     layers 2..L of (rows, *shape) v = (mem - b) / theta (float32) and net spike counts (int);
     counters (rows, 3) int32: |spikes|, net spikes and SOPs of this step; logits (rows, 10) float64;
-    decisions int64 (3,): DECISION_KINDS of the live rows.
+    decisions int64 (3,): DECISION_KINDS of the live rows; may_fire (rows,) bool: a neuron of layers
+    2..L may fire at the next step even if layer 1 does not (make_neuron_update's PENDING).
     """
     first, *layers = network.layers
     fast = [fast_layer(layer) for layer in layers]
@@ -413,8 +426,10 @@ def make_network_step(network, rows, time_steps):
         current = weighted_input(layers[0].kind, fast[0].kernel, layers[0].stride, spikes)
         counts_in, cap = first_counts, time + 1  # by step t layer 1 has fired min(n, t + 1) times
         new_potentials, new_counts, decisions = [], [], tf.zeros(3, tf.int64)
+        may_fire = tf.zeros(rows, tf.bool)  # per row: some neuron of layers 2..L may fire at t + 1 without input
         for index, (layer, layer_fast, update) in enumerate(zip(layers, fast, updates)):
-            potential, layer_counts, spikes, close_call = update(current, potentials[index], counts[index], fresh)
+            potential, layer_counts, spikes, outlook = update(current, potentials[index], counts[index], fresh)
+            may_fire = may_fire | tf.reduce_any(tf.reshape(outlook == PENDING, (rows, -1)), axis=1)
             # The next layer's input current, from these spikes as they stand: it runs while the
             # close calls are checked, and is computed again in the rare case that a spike changes.
             next_current = lambda spikes: (weighted_input(layers[index + 1].kind, fast[index + 1].kernel,  # noqa: E731
@@ -422,7 +437,7 @@ def make_network_step(network, rows, time_steps):
                                            if index + 1 < len(layers) else tf.zeros(()))
             current = next_current(spikes)
             # close calls: decided again in float64 from the exact membrane
-            where = tf.where(close_call)  # (m, rank)
+            where = tf.where(outlook == CLOSE_CALL)  # (m, rank)
             tentative = tf.gather_nd(spikes, where)
             previous = tf.cast(tf.gather_nd(layer_counts, where), tf.float32) - tentative
             row_cap = tf.gather(cap, where[:, 0]) if cap is not None else None
@@ -447,7 +462,7 @@ def make_network_step(network, rows, time_steps):
             new_counts.append(layer_counts)
             counts_in, cap = layer_counts, None
         logits = tf.matmul(tf.cast(tf.reshape(counts_in, (rows, -1)), tf.float64), out_kernel)
-        return new_potentials, new_counts, counters, logits, decisions
+        return new_potentials, new_counts, counters, logits, decisions, may_fire
 
     return step, fast
 
@@ -497,11 +512,15 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
     # Layer 1's whole spike trains, (N, *shape), in closed form, block by block, while another
     # thread compiles the step (one idle call).
     count_block = make_first_layer_counter(first, time_steps, dtype, rows)
-    blocks = range(0, n_samples, rows)
+
+    def first_layer_block(start):  # -> (counts, the step of each sample's last layer-1 spike + 1)
+        counts = count_block(np.asarray(frames[start : start + rows], np.float64) * 2.0**network.k)
+        return counts, counts.reshape(len(counts), -1).max(axis=1, initial=0)
+
     with ThreadPoolExecutor(workers) as executor:
         executor.submit(step, np.zeros(rows, np.int32), np.ones(rows, bool), np.zeros(rows, bool), *empty_state())
-        first_layer_counts = np.concatenate(list(executor.map(
-            lambda start: count_block(np.asarray(frames[start : start + rows], np.float64) * 2.0**network.k), blocks)))
+        first_layer_counts, first_layer_steps = (np.concatenate(column) for column in zip(
+            *executor.map(first_layer_block, range(0, n_samples, rows))))
     final_counts = None
     if keep_counts or check_lossless:
         final_counts = [first_layer_counts] + [np.zeros((n_samples, *layer.output_shape), dtype=dtype.as_numpy_dtype)
@@ -532,7 +551,7 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
             live = row_sample >= 0
             if not live.any():
                 return
-            potentials, counts, counters, logits, step_decisions = step(
+            potentials, counts, counters, logits, step_decisions, may_fire = step(
                 row_time, fresh, live, first_counts, potentials, counts)
             rows_live = np.flatnonzero(live)
             samples, t = row_sample[rows_live], row_time[rows_live]
@@ -540,7 +559,10 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
             spikes_log[samples, t], net_log[samples, t], sops_log[samples, t] = counters.T
             predictions[samples, t] = np.argmax(logits.numpy()[rows_live], axis=1)  # first index on ties
 
-            done = (counters[:, 0] == 0) | (t == time_steps - 1)  # a fixed point, or the last step
+            # A fixed point: this step was silent, or the next one will be (layer 1 has fired its last
+            # spike and no neuron may fire without input), or this was the last step.
+            quiet_next = (first_layer_steps[samples] <= t + 1) & ~may_fire.numpy()[rows_live]
+            done = (counters[:, 0] == 0) | quiet_next | (t == time_steps - 1)
             if done.any():
                 finished, last_step = samples[done], t[done]
                 later = np.arange(time_steps) > last_step[:, None]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import evaluation
 import models
@@ -314,6 +315,28 @@ def test_exact_ties_are_the_documented_exception():
     labels = np.array([1, 0, 1])
     ours = {name: values.reshape(-1).tolist() for name, values in log_columns(result, labels).items()}
     assert ours == literal_simulation(params, frames, labels, time_steps=12)
+
+
+@pytest.mark.parametrize("potential,count,spike,outlook", [
+    (0.5, 0, 0, 0), (1.5, 0, 1, 0),  # quiet after this step
+    (1.0005, 0, 1, spiking_utils.CLOSE_CALL), (0.9995, 0, 0, spiking_utils.CLOSE_CALL),  # within the window of 1
+    (2.5, 0, 1, spiking_utils.PENDING),  # still above 1 after its +1 spike: fires again without input
+    (0.5, 1, -1, 0), (0.5, 2, -1, spiking_utils.PENDING),  # excess -0.5 and -1.5
+    (-3.0, 0, 0, 0),  # excess 0: no negative spike is possible without a net spike, so no close call
+    (-3.0, 1, -1, 0), (1e-5, 1, -1, 0),  # back to no net spike: at rest whatever the potential
+    (-3.0, 2, -1, spiking_utils.PENDING),  # excess -2: a second -1 spike follows
+])
+def test_neuron_update_spikes_and_outlook(potential, count, spike, outlook):
+    """The float32 update of the runner: its spike, and whether the neuron is a close call (decided
+    again in float64) or may fire at the next step without input (the sample is not yet at rest)."""
+    fast = spiking_utils.FastLayer(kernel=None, start=tf.zeros(1), tolerance=tf.fill((1,), 1e-5), window=1e-3,
+                                   kernel_by_unit=None)
+    update = spiking_utils.make_neuron_update(fast, (1,))
+    new_potential, new_count, spikes, outlooks = update(
+        tf.constant([[0.0]]), tf.constant([[potential]]), tf.constant([[count]], tf.int8), tf.constant([False]))
+    assert float(new_potential[0, 0]) == np.float32(potential)
+    assert float(spikes[0, 0]) == spike and int(new_count[0, 0]) == count + spike
+    assert int(outlooks[0, 0]) == outlook
 
 
 def test_decisions_that_float32_would_flip_are_taken_in_float64():

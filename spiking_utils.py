@@ -9,15 +9,16 @@ Reads top to bottom like the specification:
 5. `write_logs`: the four log files, batch-major, in the authors' layout.
 
 The spike decisions, and therefore the logs, are those of a literal float64 implementation of §4,
-line by line. The runner is fast because it (a) steps a pool of hundreds of samples at once in one
-compiled TensorFlow step (convolutions on all cores, each layer's element-wise neuron update fused
-by XLA), (b) computes layer 1's spike train in closed form (its input arrives only at
-t = 0), (c) retires a sample once no layer emits a spike for it: its state is then a fixed point, so
-every later step repeats its counters and prediction, and its row of the pool takes the next sample,
-and (d) does the arithmetic in float32, in threshold units (`FastLayer`): spike counts are whole
-numbers, exact in float32, and the few decisions that lie within float32's error of a threshold are
-taken again in float64 from the exact membrane (`exact_spikes`). The only decisions that can differ
-from another float64 implementation are then exact ties, which float64 rounding decides either way;
+line by line. The runner is fast because it (a) steps pools of hundreds of samples at once, two
+pools in parallel threads, each through one compiled TensorFlow step (each layer's element-wise
+neuron update fused by XLA, the next layer's convolution started while close calls are checked),
+(b) computes layer 1's spike train in closed form (its input arrives only at t = 0), (c) retires a
+sample as soon as its state is a fixed point (no layer will spike again), since every later step
+repeats its counters and prediction, and gives its row of the pool to the next sample, and (d)
+does the arithmetic in float32, in threshold units (`FastLayer`): spike counts are whole numbers,
+exact in float32, and the few decisions that lie within float32's error of a threshold are taken
+again in float64 from the exact membrane (`exact_spikes`). The only decisions that can differ from
+another float64 implementation are then exact ties, which float64 rounding decides either way;
 SimulationResult.float64_decisions counts them.
 """
 import contextlib
@@ -491,9 +492,10 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
     """Simulate all samples for T steps; frames: (N, 34, 34, 1) float (ON count / 32). Returns SimulationResult.
 
     Each of `workers` threads steps its own pool of `pool_size` rows, each row holding one sample
-    at its own step t. A sample that emits no spike in any layer at a step has reached a fixed
-    point: every later step repeats its state (zero increments, same prediction), so its row
-    takes the next sample at once. With `keep_counts`, the final spike counts of every layer are
+    at its own step t. A sample whose state is a fixed point (no spike in any layer at this step,
+    or certainly none at the next: layer 1 has fired its last spike and no neuron is PENDING)
+    repeats its counters and prediction at every later step, so it is done, and its row takes the
+    next sample at once. With `keep_counts`, the final spike counts of every layer are
     returned (final_counts); with `check_lossless`, they are compared with 2**k x the quantized
     ANN's activations (`quantized_ann`) and the differences explained (`explain_mismatches`).
     """

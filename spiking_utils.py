@@ -272,22 +272,19 @@ def make_first_layer_counter(layer, time_steps, dtype, block_size):
     """
     fast = fast_layer(layer)
     taps = int(np.prod(layer.kernel.shape[:-1]))
-    kernel_magnitude = tf.constant(np.abs(layer.kernel / layer.threshold).reshape(-1, layer.kernel.shape[-1]).sum(axis=0),
-                                   tf.float32)  # sum |W| / theta per channel, (C,)
-    per_sample = (-1,) + (1,) * len(layer.output_shape)
+    kernel_magnitude = tf.abs(fast.kernel)
 
     @tf.function(jit_compile=True, autograph=False)  # the element-wise part, fused
-    def counts_and_doubts(weighted, largest_input):
+    def counts_and_doubts(weighted, magnitude):  # magnitude: sum |w x| per unit
         ratio = weighted + fast.start
-        magnitude = tf.reshape(largest_input, per_sample) * kernel_magnitude + tf.abs(fast.start)  # >= sum |w x| + |b / theta|
-        error_bound = 2 * (taps + 4) * 2.0**-24 * magnitude
+        error_bound = 2 * (taps + 4) * 2.0**-24 * (magnitude + tf.abs(fast.start))
         counts = tf.cast(tf.clip_by_value(tf.floor(ratio), 0.0, time_steps), dtype)
         return counts, (tf.abs(ratio - tf.round(ratio)) <= error_bound) & (ratio > 0.5)
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec((block_size, *layer.input_shape), tf.float32)])
     def float32_counts(inputs):  # -> (counts, uncertain (m, rank)): floor(ratio) in [0, T], and where it may be off by one
-        largest_input = tf.reduce_max(tf.abs(tf.reshape(inputs, (block_size, -1))), axis=1)
-        counts, doubtful = counts_and_doubts(weighted_input(layer.kind, fast.kernel, layer.stride, inputs), largest_input)
+        counts, doubtful = counts_and_doubts(weighted_input(layer.kind, fast.kernel, layer.stride, inputs),
+                                             weighted_input(layer.kind, kernel_magnitude, layer.stride, tf.abs(inputs)))
         return counts, tf.where(doubtful)
 
     def count_block(encoded_input):
@@ -303,8 +300,13 @@ def make_first_layer_counter(layer, time_steps, dtype, block_size):
     return count_block
 
 
-def replay_first_layer(layer, fast, encoded_input, where, time_steps):
-    """Layer 1's spike counts at the units `where` (m, rank), by T literal float64 steps of §4."""
+def replay_first_layer(layer, fast, encoded_input, where, time_steps, chunk=4096):
+    """Layer 1's spike counts at the units `where` (m, rank), by T literal float64 steps of §4.
+
+    `chunk` units at a time, so that their inputs (chunk x fan-in, float64) stay small."""
+    if len(where) > chunk:
+        return np.concatenate([replay_first_layer(layer, fast, encoded_input, where[start : start + chunk], time_steps)
+                               for start in range(0, len(where), chunk)])
     channel = where[:, -1]
     theta, bound = layer.threshold[channel], layer.bound[channel]
     membrane = exact_membrane(layer, fast, encoded_input, None, tf.constant(where, tf.int64)).numpy()

@@ -470,13 +470,14 @@ def test_logs_equal_literal_simulation(model, k, frames):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_pool_size_changes_nothing(model, frames):
-    """One sample at a time (a pool of one row) == all samples together == rows refilled mid-run."""
+    """All samples together in one pool == two workers with pools of one row each == two workers whose
+    rows are refilled mid-run."""
     x = frames[2][:12]
     params = random_parameters(model, 1, seed=7, frames=frames[2])
     network = convert(params)
-    together = simulate(network, x, 30, pool_size=12, progress=False, keep_counts=True)
+    together = simulate(network, x, 30, pool_size=12, workers=1, progress=False, keep_counts=True)
     for pool_size in (1, 5):
-        other = simulate(network, x, 30, pool_size=pool_size, progress=False, keep_counts=True)
+        other = simulate(network, x, 30, pool_size=pool_size, workers=2, progress=False, keep_counts=True)
         for name in ("spikes", "net_spikes", "sops", "predictions"):
             np.testing.assert_array_equal(getattr(together, name), getattr(other, name))
         for ours, theirs in zip(together.final_counts, other.final_counts):

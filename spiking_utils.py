@@ -532,6 +532,7 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
 
     lock = threading.Lock()  # guards next_sample, decisions and the progress bar
     next_sample, decisions = 0, np.zeros(3, dtype=np.int64)
+    stop = threading.Event()  # set when a worker failed or the user interrupted: the others end too
 
     def take_samples(n):  # the next n samples (or fewer) to simulate
         nonlocal next_sample
@@ -545,7 +546,7 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
         row_sample = np.full(rows, -1)  # the sample each row holds, -1 for none
         row_time = np.zeros(rows, dtype=np.int32)
         first_counts, potentials, counts = empty_state()
-        while True:
+        while not stop.is_set():
             fresh = np.zeros(rows, dtype=bool)
             new_samples = take_samples(int((row_sample < 0).sum()))
             if len(new_samples):
@@ -582,8 +583,12 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
 
     with tqdm(total=n_samples, desc=f"SNN {network.model} k={network.k}", unit="sample", disable=not progress) as bar:
         with ThreadPoolExecutor(workers) as executor:
-            for worker in [executor.submit(run_pool, bar) for _ in range(workers)]:
-                worker.result()  # raises what the worker raised
+            pools = [executor.submit(run_pool, bar) for _ in range(workers)]
+            try:
+                for pool in pools:
+                    pool.result()  # raises what the worker raised
+            finally:
+                stop.set()
 
     result = SimulationResult(spikes_log, net_log, sops_log, predictions,
                               float64_decisions=dict(zip(DECISION_KINDS, decisions.tolist())))

@@ -485,6 +485,29 @@ def test_pool_size_changes_nothing(model, frames):
     assert together.spikes.shape == (12, 30)
 
 
+def test_a_failing_worker_stops_the_simulation(frames, monkeypatch):
+    """An error in one worker's step reaches the caller, and the other worker stops instead of
+    simulating the remaining samples on its own."""
+    network = convert(random_parameters("lenet", 1, seed=7, frames=frames[2]))
+    real_make_step = spiking_utils.make_network_step
+    calls = []
+
+    def make_failing_step(*args):
+        step, fast = real_make_step(*args)
+
+        def failing_step(*step_args):
+            calls.append(1)
+            if len(calls) == 4:  # the idle warm-up call, then a few real steps
+                raise RuntimeError("step failed")
+            return step(*step_args)
+        return failing_step, fast
+
+    monkeypatch.setattr(spiking_utils, "make_network_step", make_failing_step)
+    with pytest.raises(RuntimeError, match="step failed"):
+        simulate(network, np.repeat(frames[2][:4], 25, axis=0), 30, pool_size=2, workers=2, progress=False)
+    assert len(calls) < 10  # 100 samples in pools of 2 rows would take more than a hundred steps
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("k", KS)
 def test_first_layer_closed_form_equals_the_recurrence(model, k, frames):

@@ -413,6 +413,11 @@ def make_network_step(network, rows, time_steps):
         sops = spike_count * fan_out[layer][0] if uniform[layer] else tf.linalg.matvec(magnitude, fan_out[layer])
         return tf.cast(tf.stack([spike_count, net, sops], axis=1), tf.int32)
 
+    def input_current(index, spikes):  # W (*) spikes / theta into layers[index]; nothing after the last layer
+        if index == len(layers):
+            return tf.zeros(())
+        return weighted_input(layers[index].kind, fast[index].kernel, layers[index].stride, spikes)
+
     @tf.function(jit_compile=True, autograph=False)
     def first_layer_spikes(first_counts, time):  # layer 1 fires +1 at steps 0 .. n-1, never -1
         return tf.cast(tf.cast(first_counts, tf.int32) > tf.reshape(time, per_row), tf.float32)
@@ -426,7 +431,7 @@ def make_network_step(network, rows, time_steps):
     def step(time, fresh, live, first_counts, potentials, counts):
         spikes = first_layer_spikes(first_counts, time)
         counters = count(spikes, 0)
-        current = weighted_input(layers[0].kind, fast[0].kernel, layers[0].stride, spikes)
+        current = input_current(0, spikes)
         counts_in, cap = first_counts, time + 1  # by step t layer 1 has fired min(n, t + 1) times
         new_potentials, new_counts, decisions = [], [], tf.zeros(3, tf.int64)
         may_fire = tf.zeros(rows, tf.bool)  # per row: some neuron of layers 2..L may fire at t + 1 without input
@@ -435,10 +440,7 @@ def make_network_step(network, rows, time_steps):
             may_fire = may_fire | tf.reduce_any(tf.reshape(outlook == PENDING, (rows, -1)), axis=1)
             # The next layer's input current, from these spikes as they stand: it runs while the
             # close calls are checked, and is computed again in the rare case that a spike changes.
-            next_current = lambda spikes: (weighted_input(layers[index + 1].kind, fast[index + 1].kernel,  # noqa: E731
-                                                          layers[index + 1].stride, spikes)
-                                           if index + 1 < len(layers) else tf.zeros(()))
-            current = next_current(spikes)
+            current = input_current(index + 1, spikes)
             # close calls: decided again in float64 from the exact membrane
             where = tf.where(outlook == CLOSE_CALL)  # (m, rank)
             tentative = tf.gather_nd(spikes, where)
@@ -449,10 +451,10 @@ def make_network_step(network, rows, time_steps):
             changed = tf.math.count_nonzero(correction)
 
             def corrected(spikes=spikes, layer_counts=layer_counts, where=where, correction=correction,
-                          next_current=next_current):
+                          index=index):
                 spikes = tf.tensor_scatter_nd_add(spikes, where, correction)
                 return (spikes, tf.tensor_scatter_nd_add(layer_counts, where, tf.cast(correction, dtype)),
-                        next_current(spikes))
+                        input_current(index + 1, spikes))
 
             spikes, layer_counts, current = tf.cond(  # rare: float32 and float64 seldom disagree
                 changed > 0, corrected, lambda: (spikes, layer_counts, current))

@@ -516,17 +516,20 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
                 [tf.zeros((rows, *layer.output_shape), dtype) for layer in layers])
 
     # Layer 1's whole spike trains, (N, *shape), in closed form, block by block, while another
-    # thread compiles the step (one idle call).
+    # thread compiles the step (one idle call). Each block is written in place: no copy of the whole.
     count_block = make_first_layer_counter(first, time_steps, dtype, rows)
+    first_layer_counts = np.empty((n_samples, *first.output_shape), dtype.as_numpy_dtype)
+    first_layer_steps = np.empty(n_samples, np.int64)  # the step of each sample's last layer-1 spike + 1
 
-    def first_layer_block(start):  # -> (counts, the step of each sample's last layer-1 spike + 1)
-        counts = count_block(np.asarray(frames[start : start + rows], np.float64) * 2.0**network.k)
-        return counts, counts.reshape(len(counts), -1).max(axis=1, initial=0)
+    def first_layer_block(start):
+        block = slice(start, start + rows)
+        counts = count_block(np.asarray(frames[block], np.float64) * 2.0**network.k)
+        first_layer_counts[block] = counts
+        first_layer_steps[block] = counts.reshape(len(counts), -1).max(axis=1, initial=0)
 
     with ThreadPoolExecutor(workers) as executor:
         executor.submit(step, np.zeros(rows, np.int32), np.ones(rows, bool), np.zeros(rows, bool), *empty_state())
-        first_layer_counts, first_layer_steps = (np.concatenate(column) for column in zip(
-            *executor.map(first_layer_block, range(0, n_samples, rows))))
+        list(executor.map(first_layer_block, range(0, n_samples, rows)))
     final_counts = None
     if keep_counts or check_lossless:
         final_counts = [first_layer_counts] + [np.zeros((n_samples, *layer.output_shape), dtype=dtype.as_numpy_dtype)

@@ -550,13 +550,14 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
         nonlocal decisions
         row_sample = np.full(rows, -1)  # the sample each row holds, -1 for none
         row_time = np.zeros(rows, dtype=np.int32)
-        first_counts, potentials, counts = empty_state()
+        _, potentials, counts = empty_state()
+        first_counts = np.zeros((rows, *first.output_shape), dtype.as_numpy_dtype)  # rows' layer-1 counts, refilled in place
         while not stop.is_set():
             fresh = np.zeros(rows, dtype=bool)
             new_samples = take_samples(int((row_sample < 0).sum()))
             if len(new_samples):
                 free = np.flatnonzero(row_sample < 0)[: len(new_samples)]
-                first_counts = tf.tensor_scatter_nd_update(first_counts, free[:, None], first_layer_counts[new_samples])
+                first_counts[free] = first_layer_counts[new_samples]
                 row_sample[free], row_time[free], fresh[free] = new_samples, 0, True
             live = row_sample >= 0
             if not live.any():

@@ -24,7 +24,7 @@ SimulationResult.float64_decisions counts them.
 import contextlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -613,10 +613,11 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
         with ThreadPoolExecutor(workers) as executor:
             pools = [executor.submit(run_pool, bar) for _ in range(workers)]
             try:
-                for pool in pools:
-                    pool.result()  # raises what the worker raised
+                wait(pools, return_when=FIRST_EXCEPTION)  # all done, or one failed
             finally:
-                stop.set()
+                stop.set()  # the others stop at their next step (also on Ctrl-C)
+            for pool in pools:
+                pool.result()  # raises what the worker raised
 
     result = SimulationResult(spikes_log, net_log, sops_log, predictions,
                               float64_decisions=dict(zip(DECISION_KINDS, decisions.tolist())))

@@ -339,6 +339,17 @@ def test_neuron_update_spikes_and_outlook(potential, count, spike, outlook):
     assert int(outlooks[0, 0]) == outlook
 
 
+@pytest.mark.parametrize("shape,density", [((4, 15, 15, 12), 0.001), ((3, 6, 6, 64), 0.3), ((5, 400), 0.0),
+                                           ((2, 7), 1.0)])
+def test_sparse_where_equals_tf_where(shape, density):
+    """The close-call finder returns exactly tf.where's indices, in its order, also when none or all are set."""
+    mask = np.random.default_rng(3).random(shape) < density
+    block = spiking_utils.largest_divisor(int(np.prod(shape[1:])))
+    found = spiking_utils.sparse_where(tf.constant(mask), block).numpy()
+    np.testing.assert_array_equal(found, tf.where(mask).numpy())
+    assert found.shape == (mask.sum(), len(shape))
+
+
 def test_decisions_that_float32_would_flip_are_taken_in_float64():
     """Layer 2 unit 0 <- (0.5 + 1e-9) x layer-1 unit 1 (5 spikes at steps 0..4): in float64 d exceeds theta
     by 1e-9 at steps 0, 2 and 4 (3 spikes, = round(2.5 + 5e-9 + 1e-5)); float32 rounds the weight to 0.5,

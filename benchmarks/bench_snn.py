@@ -2,7 +2,9 @@
 
 The task: LeNet, 10,000 test samples, T = 40, batch 50 (the authors' setting). The literal
 simulator (benchmarks/literal_snn.py) runs on a subset and is extrapolated; spiking_utils runs on
-all samples; both logs are compared line by line on the subset.
+all samples; both logs are compared line by line on the subset. The literal simulator runs first,
+before TensorFlow has done any work (after a simulation it runs about 6 % slower in the same
+process); spiking_utils then runs `--repeats` times and its median time is compared.
 
     python benchmarks/bench_snn.py                    # uses LeNet/checkpoints/k1 (run reproduce.py --demo first)
     python benchmarks/bench_snn.py --model mlp --precision k2
@@ -89,14 +91,16 @@ def main(argv=None):
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DEMO_OUT)
     parser.add_argument("--model-dir", type=pathlib.Path, default=None)
     parser.add_argument("--samples", type=int, default=10_000, help="samples for spiking_utils (default: %(default)s)")
-    parser.add_argument("--literal-samples", type=int, default=200, help="samples for the literal baseline (default: %(default)s)")
+    parser.add_argument("--literal-samples", type=int, default=400, help="samples for the literal baseline (default: %(default)s)")
     parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of spiking_utils (default: %(default)s)")
     args = parser.parse_args(argv)
     spiking_utils.configure_threads()
 
     model_dir = args.model_dir or default_model_dir(args.model, args.precision)
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, args.model, precision_to_k(args.precision))
     frames, labels = benchmark_frames(args.data, args.samples)
+    network = spiking_utils.convert(params)
     print(f"{args.model} {args.precision} from {model_dir}, T = {args.time_steps}, {args.samples} samples")
 
     subset = slice(0, args.literal_samples)
@@ -106,19 +110,23 @@ def main(argv=None):
     print(f"literal float64 (§4 as written, batch 50): {literal_seconds:.1f} s for {args.samples} samples "
           f"(extrapolated from {args.literal_samples})")
 
-    network = spiking_utils.convert(params)
-    reset_peak_memory()
-    started = time.perf_counter()
-    result = spiking_utils.simulate(network, frames, args.time_steps, progress=False)
-    fast_seconds = time.perf_counter() - started
-    peak_gb = peak_memory_gb()
-    columns = spiking_utils.log_columns(result, labels)
     n_lines = -(-args.literal_samples // spiking_utils.LOG_BATCH_SIZE)
-    identical = all(np.array_equal(columns[name][:n_lines].reshape(-1), literal_logs[name]) for name in literal_logs)
+    fast_times, peaks, identical_logs = [], [], []
+    for run in range(1, args.repeats + 1):
+        reset_peak_memory()
+        started = time.perf_counter()
+        result = spiking_utils.simulate(network, frames, args.time_steps, progress=False)
+        fast_times.append(time.perf_counter() - started)
+        peaks.append(peak_memory_gb())
+        columns = spiking_utils.log_columns(result, labels)
+        identical_logs.append(all(np.array_equal(columns[name][:n_lines].reshape(-1), literal_logs[name])
+                                  for name in literal_logs))
+        print(f"spiking_utils run {run}: {fast_times[-1]:.1f} s ({literal_seconds / fast_times[-1]:.1f}x), peak memory "
+              f"of the process {peaks[-1]:.2f} GB, logs identical to the literal ones on the subset: {identical_logs[-1]}")
+    fast_seconds, peak_gb = float(np.median(fast_times)), max(peaks)
+    speedup = literal_seconds / fast_seconds
     active_steps = (result.spikes > 0).sum(axis=1).mean()
-    print(f"spiking_utils: {fast_seconds:.1f} s for {args.samples} samples, peak memory of the process {peak_gb:.2f} GB "
-          f"(samples spike on {active_steps:.1f} of {args.time_steps} steps on average)")
-    print(f"logs identical to the literal implementation on the subset: {identical}")
+    print(f"samples spike on {active_steps:.1f} of {args.time_steps} steps on average")
     decisions = result.float64_decisions
     neuron_steps = (result.spikes > 0).sum() * sum(int(np.prod(layer.output_shape)) for layer in network.layers[1:])
     print(f"float32 decisions taken again in float64: {decisions['close_calls']} "
@@ -129,8 +137,8 @@ def main(argv=None):
     print("largest float32 error of the potential v = (mem - b) / theta, layers 2..L (same subset): "
           + ", ".join(f"{e:.1e}" for e in error) + "; decision windows " + ", ".join(f"{w:.1e}" for w in window)
           + f" ({(window / error).min():.0f}x the error or more)")
-    speedup = literal_seconds / fast_seconds
-    print(f"speed-up: {speedup:.1f}x")
+    print(f"spiking_utils, median of {args.repeats} runs: {fast_seconds:.1f} s, speed-up {speedup:.1f}x, "
+          f"peak memory {peak_gb:.2f} GB; logs identical in every run: {all(identical_logs)}")
     if args.model == "lenet" and args.samples == 10_000 and args.time_steps == 40:  # the task the targets are set for
         met = fast_seconds < TARGET_SECONDS and speedup >= TARGET_SPEEDUP and peak_gb < TARGET_PEAK_GB
         print(f"targets (< {TARGET_SECONDS:.0f} s, >= {TARGET_SPEEDUP:.0f}x, < {TARGET_PEAK_GB:.0f} GB): {'met' if met else 'NOT met'}")

@@ -391,6 +391,7 @@ def sparse_where(mask, block):
 
 
 def largest_divisor(n, at_most=64):
+    """The run length sparse_where uses for a layer of n neurons: n's largest divisor up to `at_most`."""
     return max(d for d in range(1, at_most + 1) if n % d == 0)
 
 

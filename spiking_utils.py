@@ -535,8 +535,8 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
     dtype = count_dtype(time_steps)
     spikes_log, net_log, sops_log, predictions = (np.zeros((n_samples, time_steps), dtype=np.int64) for _ in range(4))
 
-    def empty_state():  # (first_counts, potentials, counts) of a pool with no sample
-        return (tf.zeros((rows, *first.output_shape), dtype),
+    def empty_state():  # (first_counts, potentials, counts) of a pool with no sample; first_counts is refilled in place
+        return (np.zeros((rows, *first.output_shape), dtype.as_numpy_dtype),
                 [tf.broadcast_to(f.start, (rows, *layer.output_shape)) for f, layer in zip(fast, layers)],
                 [tf.zeros((rows, *layer.output_shape), dtype) for layer in layers])
 
@@ -575,8 +575,7 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
         nonlocal decisions
         row_sample = np.full(rows, -1)  # the sample each row holds, -1 for none
         row_time = np.zeros(rows, dtype=np.int32)
-        _, potentials, counts = empty_state()
-        first_counts = np.zeros((rows, *first.output_shape), dtype.as_numpy_dtype)  # rows' layer-1 counts, refilled in place
+        first_counts, potentials, counts = empty_state()
         while not stop.is_set():
             fresh = np.zeros(rows, dtype=bool)
             new_samples = take_samples(int((row_sample < 0).sum()))

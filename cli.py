@@ -38,9 +38,14 @@ def atomic_path(path, suffix=None):
     `suffix` keeps the extension that some writers insist on (np.savez adds `.npz`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix if suffix is None else suffix
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file name to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = path.suffix if suffix is None else suffix
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+    except OSError as error:
+        raise UserError(f"{path}: cannot write there ({error.strerror or error})") from None
     os.close(handle)
     umask = os.umask(0)
     os.umask(umask)

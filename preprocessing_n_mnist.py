@@ -24,6 +24,7 @@ DEFAULT_DEMO_SEED = 0
 
 
 def file_md5(path, chunk_bytes=1 << 22):
+    """Hex MD5 of a file, read in 4 MB chunks (the zips are about 1 GB)."""
     digest = hashlib.md5()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):
@@ -32,37 +33,46 @@ def file_md5(path, chunk_bytes=1 << 22):
 
 
 def check_archive_md5(raw):
-    """Warn (never fail) when Train.zip / Test.zip differ from the published MD5 sums."""
+    """Warn (never fail) when Train.zip / Test.zip differ from the published MD5 sums; returns the warnings."""
+    warnings = []
     for archive, expected in n_mnist.PUBLISHED_MD5.items():
         path = Path(raw) / archive
         if path.is_file() and not (Path(raw) / archive.removesuffix(".zip")).is_dir():
             actual = file_md5(path)
             if actual != expected:
-                print(f"warning: {path}: MD5 {actual} differs from the published {expected}", file=sys.stderr)
+                warnings.append(f"warning: {path}: MD5 {actual} differs from the published {expected}")
+                print(warnings[-1], file=sys.stderr)
+    return warnings
 
 
-def convert_split(raw, split, skip_bad=False, progress=True):
+def convert_split(raw, split, skip_bad=False, progress=True, listing=None):
     """Frames and labels of one split: uint16 (N, 34, 34), uint8 (N,), plus per-sample event counts.
 
-    Returns (frames, labels, events_per_sample, n_skipped).
+    Returns (frames, labels, events_per_sample, n_skipped). `listing`: n_mnist.list_recordings(raw, split),
+    when the caller has it already.
     """
-    listing = n_mnist.list_recordings(raw, split)
+    listing = listing or n_mnist.list_recordings(raw, split)
     entries = listing[2]
     frames = np.zeros((len(entries), n_mnist.SENSOR_SIZE, n_mnist.SENSOR_SIZE), dtype=np.uint16)
     labels = np.zeros(len(entries), dtype=np.uint8)
     events_per_sample = np.zeros(len(entries), dtype=np.int64)
     kept = skipped = 0
-    recordings = n_mnist.iter_recordings(raw, split, listing)
+
+    def skip_or_stop(error):
+        nonlocal skipped
+        if not skip_bad:
+            raise error
+        tqdm.write(f"skipped {error}", file=sys.stderr)
+        skipped += 1
+
+    recordings = n_mnist.iter_recordings(raw, split, listing, on_unreadable=skip_or_stop)
     for label, name, data in tqdm(recordings, total=len(entries), desc=split, unit="file", disable=not progress):
         try:
             events = n_mnist.decode_events(data, name=name)
+            frames[kept] = n_mnist.on_event_frame(events, name=name)
         except UserError as error:
-            if not skip_bad:
-                raise
-            print(f"skipped {error}", file=sys.stderr)
-            skipped += 1
+            skip_or_stop(error)
             continue
-        frames[kept] = n_mnist.on_event_frame(events)
         labels[kept] = label
         events_per_sample[kept] = len(events)
         kept += 1
@@ -72,9 +82,13 @@ def convert_split(raw, split, skip_bad=False, progress=True):
 
 
 def convert_dataset(raw, out, skip_bad=False, progress=True):
-    """Convert both splits of `raw` and write `out` atomically; returns the summary text."""
+    """Convert both splits of `raw` and write `out` atomically; returns the summary text.
+
+    Both splits are listed (and their folder structure checked) before any recording is read.
+    """
+    listings = {split: n_mnist.list_recordings(raw, split) for split in n_mnist.SPLITS}
     check_archive_md5(raw)
-    results = {split: convert_split(raw, split, skip_bad, progress) for split in n_mnist.SPLITS}
+    results = {split: convert_split(raw, split, skip_bad, progress, listings[split]) for split in n_mnist.SPLITS}
     (x_train, y_train, ev_train, skip_train), (x_test, y_test, ev_test, skip_test) = results.values()
     n_mnist.save_frames(out, x_train, y_train, x_test, y_test)
     lines = [f"wrote {out}"]
@@ -90,18 +104,23 @@ def convert_dataset(raw, out, skip_bad=False, progress=True):
     return "\n".join(lines)
 
 
-def build_demo(out, raw=DEFAULT_DEMO_RAW, seed=DEFAULT_DEMO_SEED, progress=True):
-    """Emulate recordings of scikit-learn's digits into `raw`, then convert them like real data."""
+def build_demo(out, raw=DEFAULT_DEMO_RAW, seed=DEFAULT_DEMO_SEED, progress=True, max_images=None):
+    """Emulate recordings of scikit-learn's digits into `raw`, then convert them like real data.
+
+    `max_images` uses only the first source images (quick tests); the summary compares the demo
+    recordings with the real N-MNIST sample when ../shared/data/nmnist_real_sample/ exists.
+    """
     import saccade_emulator  # only the demo needs scikit-learn
 
-    summary = saccade_emulator.write_demo_recordings(raw, seed=seed, progress=progress)
+    summary = saccade_emulator.write_demo_recordings(raw, seed=seed, progress=progress, max_images=max_images)
     return summary + "\n" + convert_dataset(raw, out, progress=progress)
 
 
 def parse_args(argv=None):
+    """The command line; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw", type=Path, default=DEFAULT_RAW,
-                        help="folder with Train/ and Test/ (digit sub-folders of .bin files) or Train.zip and Test.zip (default: %(default)s)")
+    parser.add_argument("--raw", type=Path, default=None,
+                        help=f"folder with Train/ and Test/ (digit sub-folders of .bin files) or Train.zip and Test.zip (default: {DEFAULT_RAW})")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"frame dataset to write (default: {n_mnist.DEFAULT_DATA}, or {DEFAULT_DEMO_OUT} with --demo)")
     parser.add_argument("--demo", action="store_true",
@@ -113,13 +132,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Convert --raw (or emulate and convert the demo) into the frame dataset; print the summary."""
     args = parse_args(argv)
     if args.demo:
+        if args.raw is not None or args.skip_bad:
+            raise UserError("--demo emulates its own recordings: --raw and --skip-bad do not apply to it")
         print(build_demo(args.out or DEFAULT_DEMO_OUT, seed=args.seed, progress=not args.quiet))
     else:
-        if not args.raw.is_dir():
-            raise UserError(f"{args.raw}: folder not found (download N-MNIST there, or run with --demo)")
-        print(convert_dataset(args.raw, args.out or n_mnist.DEFAULT_DATA, args.skip_bad, progress=not args.quiet))
+        raw = args.raw or DEFAULT_RAW
+        if not raw.is_dir():
+            raise UserError(f"{raw}: folder not found (download N-MNIST there, or run with --demo)")
+        print(convert_dataset(raw, args.out or n_mnist.DEFAULT_DATA, args.skip_bad, progress=not args.quiet))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ recording so the whole pipeline runs without the 1 GB download:
 `python preprocessing_n_mnist.py --demo` calls `write_demo_recordings`, which writes
 `Train/<digit>/<id>.bin` and `Test/<digit>/<id>.bin` in the official 40-bit format.
 """
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 import n_mnist
+from cli import UserError
 
 SENSOR_SIZE = n_mnist.SENSOR_SIZE  # 34
 IMAGE_SIZE = 28  # MNIST image side
@@ -273,17 +277,23 @@ def recording_path(root, split, label, file_id):
     return Path(root) / split / str(int(label)) / f"{file_id:05d}.bin"
 
 
-def remove_stale_recordings(root):
-    """Delete .bin files of an earlier run, so a smaller or reseeded demo leaves nothing behind."""
-    for split in n_mnist.SPLITS:
-        for path in (Path(root) / split).glob("*/*.bin"):
-            path.unlink()
+def replace_folder(staging, root):
+    """Put the finished `staging` folder at `root`, replacing an earlier demo (Train/ and Test/ only)."""
+    root = Path(root)
+    if root.exists():
+        unexpected = sorted(path.name for path in root.iterdir() if path.name not in n_mnist.SPLITS)
+        if unexpected:
+            raise UserError(f"{root}: holds {', '.join(unexpected)} besides Train/ and Test/: not replacing it with demo recordings")
+        shutil.rmtree(root)
+    os.replace(staging, root)
 
 
-def write_demo_recordings(root, seed=0, progress=True, max_images=None, train_repeats=TRAIN_REPEATS):
+def write_demo_recordings(root, seed, progress=True, max_images=None, train_repeats=TRAIN_REPEATS):
     """Emulate recordings of scikit-learn's digits into root/Train and root/Test; returns a summary.
 
-    Same seed, same bytes. `max_images` uses only the first source images (for quick tests).
+    Same seed, same bytes. `max_images` uses only the first source images (for quick tests). The
+    files are written into a temporary folder beside `root`, which replaces `root` when complete,
+    so an interrupted run leaves the previous recordings (or none), never a partial set.
     """
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
@@ -293,25 +303,30 @@ def write_demo_recordings(root, seed=0, progress=True, max_images=None, train_re
     plan = demo_plan(labels, seed, train_repeats=train_repeats)
     rng = np.random.default_rng(seed)
     sensor = make_sensor(rng)
-    remove_stale_recordings(root)
+    Path(root).parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=Path(root).parent, prefix=f".{Path(root).name}.", suffix=".tmp"))
     for split in n_mnist.SPLITS:
         for digit in n_mnist.DIGITS:
-            (Path(root) / split / digit).mkdir(parents=True, exist_ok=True)
+            (staging / split / digit).mkdir(parents=True)
 
     statistics = []
     total = sum(len(indices) for indices in plan.values())
-    # One BLAS thread: the many small matrix products only slow down when split across cores.
-    with threadpool_limits(limits=1, user_api="blas"), tqdm(
-        total=total, desc="emulate", unit="file", disable=not progress
-    ) as bar:
-        for split, indices in plan.items():
-            for first in range(0, len(indices), BATCH_SIZE):
-                batch = indices[first:first + BATCH_SIZE]
-                for offset, events in enumerate(emulate_recordings(images[batch], rng, sensor)):
-                    path = recording_path(root, split, labels[batch[offset]], first + offset + 1)
-                    path.write_bytes(n_mnist.encode_events(events))
-                    statistics.append(recording_statistics(events))
-                bar.update(len(batch))
+    try:
+        # One BLAS thread: the many small matrix products only slow down when split across cores.
+        with threadpool_limits(limits=1, user_api="blas"), tqdm(
+            total=total, desc="emulate", unit="file", disable=not progress
+        ) as bar:
+            for split, indices in plan.items():
+                for first in range(0, len(indices), BATCH_SIZE):
+                    batch = indices[first:first + BATCH_SIZE]
+                    for offset, events in enumerate(emulate_recordings(images[batch], rng, sensor)):
+                        path = recording_path(staging, split, labels[batch[offset]], first + offset + 1)
+                        path.write_bytes(n_mnist.encode_events(events))
+                        statistics.append(recording_statistics(events))
+                    bar.update(len(batch))
+        replace_folder(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
     n_train, n_test = len(plan["Train"]), len(plan["Test"])
     lines = [

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import n_mnist
+import preprocessing_n_mnist
 import saccade_emulator
+from cli import UserError
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +119,90 @@ def test_write_demo_recordings_is_reproducible_and_official(tmp_path):
     train_labels = [label for label, _ in n_mnist.list_recordings(first, "Train")[2]]
     assert train_labels != sorted(train_labels)  # file order mixes digits
     assert "demo" in summary
+
+
+def test_a_brightening_pixel_fires_on_events_and_a_darkening_one_off_events():
+    """The change detector: +5 thresholds of log intensity give 4-5 ON events, -5 give 4-5 OFF events."""
+    n_frames = saccade_emulator.n_steps() + 1
+    threshold = np.full((n_mnist.SENSOR_SIZE, n_mnist.SENSOR_SIZE), 0.2, np.float32)
+    movie = np.zeros((1, n_frames, n_mnist.SENSOR_SIZE, n_mnist.SENSOR_SIZE))
+    ramp = np.linspace(0.0, 5 * 0.2, n_frames)
+    movie[0, :, 3, 4] = ramp  # brightens: [y=3, x=4]
+    movie[0, :, 10, 20] = -ramp  # darkens
+    counts = saccade_emulator.event_counts(movie, threshold, np.random.default_rng(0))[0]
+    assert counts[:, 3, 4].min() >= 0 and counts[:, 3, 4].sum() in (4, 5)
+    assert counts[:, 10, 20].max() <= 0 and counts[:, 10, 20].sum() in (-4, -5)
+    counts[:, 3, 4] = counts[:, 10, 20] = 0
+    assert not counts.any()  # nothing else changed, nothing else fired
+
+
+def test_signed_counts_become_on_and_off_events_where_and_when_they_fired(monkeypatch):
+    monkeypatch.setattr(saccade_emulator, "NOISE_RATE_HZ", 0.0)
+    monkeypatch.setattr(saccade_emulator, "HOT_PIXEL_RATE_HZ", 0.0)
+    rng = np.random.default_rng(1)
+    counts = np.zeros((saccade_emulator.n_steps(), n_mnist.SENSOR_SIZE, n_mnist.SENSOR_SIZE), np.int8)
+    counts[7, 3, 4] = 3  # three ON events at y=3, x=4 in step 7
+    counts[50, 10, 20] = -2  # two OFF events at y=10, x=20 in step 50
+    events = saccade_emulator.events_from_counts(counts, saccade_emulator.make_sensor(rng), rng)
+    assert events.x.tolist() == [4, 4, 4, 20, 20] and events.y.tolist() == [3, 3, 3, 10, 10]
+    assert events.polarity.tolist() == [1, 1, 1, 0, 0]
+    step_us = saccade_emulator.STEP_US
+    assert np.all((events.timestamp[:3] >= 7 * step_us) & (events.timestamp[:3] < 8 * step_us))
+    assert np.all((events.timestamp[3:] >= 50 * step_us) & (events.timestamp[3:] < 51 * step_us))
+
+
+def test_a_blank_image_records_only_sparse_noise_and_the_hot_pixel():
+    rng = np.random.default_rng(2)
+    sensor = saccade_emulator.make_sensor(rng)
+    events = saccade_emulator.emulate_recording(np.zeros((28, 28), np.float32), rng, sensor)
+    duration_s = saccade_emulator.n_steps() * saccade_emulator.STEP_US * 1e-6
+    expected_noise = saccade_emulator.NOISE_RATE_HZ * n_mnist.SENSOR_SIZE**2 * duration_s  # about 179
+    expected_hot = saccade_emulator.HOT_PIXEL_RATE_HZ * duration_s  # about 15
+    per_pixel = np.zeros((n_mnist.SENSOR_SIZE, n_mnist.SENSOR_SIZE), int)
+    np.add.at(per_pixel, (events.y, events.x), 1)
+    hot_x, hot_y = sensor.hot_pixel
+    assert abs(len(events) - expected_noise - expected_hot) < 5 * np.sqrt(expected_noise + expected_hot)
+    assert per_pixel[hot_y, hot_x] >= expected_hot / 3 and per_pixel[hot_y, hot_x] == per_pixel.max()
+    assert (per_pixel > 0).sum() > 100  # spread over the sensor, not a moving digit
+    assert 0.3 < events.polarity.mean() < 0.7
+
+
+def test_the_demo_command_writes_the_frame_dataset_and_compares_with_the_real_sample(tmp_path):
+    out = tmp_path / "demo.npz"
+    summary = preprocessing_n_mnist.build_demo(out, raw=tmp_path / "recordings", seed=3, progress=False, max_images=40)
+    arrays = n_mnist.load_frame_counts(out)
+    assert len(arrays["y_train"]) == 64 and len(arrays["y_test"]) == 8  # 32 images twice, 8 once
+    assert arrays["x_train"].sum(axis=(1, 2)).min() > 500  # every frame holds a recorded digit
+    assert f"wrote {out}" in summary and "\ndemo " in summary
+    has_real_sample = (saccade_emulator.REAL_SAMPLE / "Train").is_dir()
+    assert ("real N-MNIST sample" in summary) == has_real_sample
+    with pytest.raises(UserError, match="--raw and --skip-bad do not apply"):
+        preprocessing_n_mnist.main(["--demo", "--raw", str(tmp_path), "--out", str(tmp_path / "other.npz")])
+
+
+def test_an_interrupted_demo_leaves_the_previous_recordings_whole(tmp_path, monkeypatch):
+    root = tmp_path / "recordings"
+    saccade_emulator.write_demo_recordings(root, seed=1, progress=False, max_images=20)
+    before = {path: path.read_bytes() for path in root.glob("*/*/*.bin")}
+    calls = []
+
+    def fail_on_the_second_batch(images, rng, sensor):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(images, rng, sensor)
+
+    original = saccade_emulator.emulate_recordings
+    monkeypatch.setattr(saccade_emulator, "emulate_recordings", fail_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        saccade_emulator.write_demo_recordings(root, seed=2, progress=False, max_images=20)
+    assert {path: path.read_bytes() for path in root.glob("*/*/*.bin")} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["recordings"]  # no staging folder left
+
+
+def test_the_demo_never_replaces_a_folder_holding_other_files(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(UserError, match="notes.txt"):
+        saccade_emulator.write_demo_recordings(tmp_path / "mine", seed=0, progress=False, max_images=10)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"

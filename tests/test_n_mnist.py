@@ -4,6 +4,8 @@ Covers the 40-bit decoder on hand-built bytes, both dataset layouts (folders and
 independent count, every kind of bad input through the real command line, the frame loader's
 checks, and the orientation of the real sample in ../shared (skipped when that is absent).
 """
+import shutil
+import struct
 import subprocess
 import sys
 import zipfile
@@ -14,10 +16,10 @@ import pytest
 
 import n_mnist
 import preprocessing_n_mnist
+from saccade_emulator import REAL_SAMPLE
 from cli import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_SAMPLE = REPO.parent / "shared" / "data" / "nmnist_real_sample"
 SIZE = n_mnist.SENSOR_SIZE
 
 
@@ -270,8 +272,85 @@ def zip_with_member(member):
     return corrupt
 
 
+def in_zip_form(change_members):
+    """A corruption: both splits become zips, the Train members first passing through `change_members`.
+
+    change_members({member name: bytes}) -> ({member name: bytes}, expected problem).
+    """
+
+    def corrupt(raw):
+        raw = Path(raw)
+        problem = None
+        for split in n_mnist.SPLITS:
+            members = {path.relative_to(raw).as_posix(): path.read_bytes() for path in sorted((raw / split).glob("*/*.bin"))}
+            shutil.rmtree(raw / split)
+            if split == "Train":
+                members, problem = change_members(members)
+            with zipfile.ZipFile(raw / f"{split}.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+                for name, data in members.items():
+                    archive.writestr(name, data)
+        return "Train.zip", problem
+
+    return corrupt
+
+
+def truncate_first_member(members):
+    first = next(iter(members))
+    return {**members, first: members[first] + b"\x00\x00"}, "truncated"
+
+
+def drop_digit_7_members(members):
+    return {name: data for name, data in members.items() if not name.startswith("Train/7/")}, "missing digit folder(s) 7"
+
+
+def add_a_member_under_a_non_digit_folder(members):
+    return {**members, "Train/extra/00999.bin": next(iter(members.values()))}, "not a digit"
+
+
+def add_a_backslash_member(members):
+    return {**members, "Train\\..\\..\\evil.bin": next(iter(members.values()))}, "unsafe archive member"
+
+
+def corrupt_the_data_of_a_zip_member(raw):
+    """Both splits as zips, then one byte of a Train member's compressed data flipped (CRC or inflate error)."""
+    where, _ = in_zip_form(lambda members: (members, None))(raw)
+    archive_path = Path(raw) / "Train.zip"
+    with zipfile.ZipFile(archive_path) as archive:
+        info = next(info for info in archive.infolist() if info.filename.endswith(".bin") and info.compress_size > 8)
+    data = bytearray(archive_path.read_bytes())
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    data_start = info.header_offset + 30 + name_length + extra_length
+    data[data_start + info.compress_size // 2] ^= 0xFF
+    archive_path.write_bytes(bytes(data))
+    return info.filename, "cannot read from the archive"
+
+
+def put_a_folder_named_like_a_recording(raw):
+    (Path(raw) / "Train" / "2" / "77777.bin").mkdir()
+    return "77777.bin", "cannot read"
+
+
+def put_a_broken_link_named_like_a_recording(raw):
+    (Path(raw) / "Train" / "1" / "55555.bin").symlink_to(Path(raw) / "nowhere.bin")
+    return "55555.bin", "cannot read"
+
+
+def remove_the_test_split_and_truncate_a_training_recording(raw):
+    """The missing split is reported first: both splits are listed before any recording is read."""
+    truncate_a_recording(raw)
+    return remove_the_test_split(raw)
+
+
 BAD_INPUTS = {
     "truncated recording": truncate_a_recording,
+    "truncated recording in a zip": in_zip_form(truncate_first_member),
+    "corrupt zip member": corrupt_the_data_of_a_zip_member,
+    "a folder named *.bin": put_a_folder_named_like_a_recording,
+    "a broken link named *.bin": put_a_broken_link_named_like_a_recording,
+    "missing digit folder in a zip": in_zip_form(drop_digit_7_members),
+    "folder name not a digit in a zip": in_zip_form(add_a_member_under_a_non_digit_folder),
+    "zip member with backslashes and ..": in_zip_form(add_a_backslash_member),
+    "missing split before a bad recording": remove_the_test_split_and_truncate_a_training_recording,
     "coordinates outside 0..33": put_an_event_off_the_sensor,
     "missing split": remove_the_test_split,
     "missing digit folder": remove_a_digit_folder,
@@ -290,6 +369,84 @@ def test_bad_input_gives_one_line_error_and_writes_nothing(dataset, tmp_path, co
     completed = run_cli("--raw", raw, "--out", out_dir / "frames.npz", "--quiet")
     assert_one_line_error(completed, where, problem)
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+@pytest.mark.parametrize("corrupt", [corrupt_the_data_of_a_zip_member, put_a_folder_named_like_a_recording])
+def test_skip_bad_also_skips_unreadable_recordings(dataset, tmp_path, corrupt):
+    raw, splits = dataset
+    where, _ = corrupt(raw)
+    out = tmp_path / "frames.npz"
+    completed = run_cli("--raw", raw, "--out", out, "--skip-bad", "--quiet")
+    assert completed.returncode == 0, completed.stderr
+    assert where in completed.stderr and "1 bad recordings skipped" in completed.stdout
+    n_train = len(splits["Train"]) + (0 if corrupt is corrupt_the_data_of_a_zip_member else 1) - 1
+    assert len(n_mnist.load_frame_counts(out)["y_train"]) == n_train
+
+
+def test_out_that_is_a_folder_or_under_a_file_is_a_one_line_error(dataset, tmp_path):
+    raw, _ = dataset
+    (tmp_path / "a_folder").mkdir()
+    assert_one_line_error(run_cli("--raw", raw, "--out", tmp_path / "a_folder", "--quiet"), "a_folder", "is a folder")
+    (tmp_path / "a_file").write_text("keep me")
+    assert_one_line_error(run_cli("--raw", raw, "--out", tmp_path / "a_file" / "frames.npz", "--quiet"), "a_file", "cannot write")
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_a_failing_write_leaves_the_previous_dataset_and_no_temporary_file(dataset, tmp_path, monkeypatch):
+    raw, _ = dataset
+    out = tmp_path / "frames.npz"
+    preprocessing_n_mnist.convert_dataset(raw, out, progress=False)
+    before = out.read_bytes()
+    truncate_a_recording(raw)  # a different dataset...
+
+    def write_half_then_fail(path, **arrays):
+        Path(path).write_bytes(b"PK half")  # ...whose writer dies half-way
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        preprocessing_n_mnist.convert_dataset(raw, out, skip_bad=True, progress=False)
+    assert out.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["frames.npz", "raw"]
+
+
+def test_md5_of_the_zips_is_checked_and_a_mismatch_only_warns(dataset, tmp_path, monkeypatch, capsys):
+    raw, _ = dataset
+    in_zip_form(lambda members: (members, None))(raw)
+    out = tmp_path / "frames.npz"
+    warnings = preprocessing_n_mnist.check_archive_md5(raw)
+    assert [warning.split(":")[1].strip() for warning in warnings] == [str(raw / "Train.zip"), str(raw / "Test.zip")]
+    assert "differs from the published" in capsys.readouterr().err
+    preprocessing_n_mnist.convert_dataset(raw, out, progress=False)  # warns, converts anyway
+    assert out.is_file()
+    published = {name: preprocessing_n_mnist.file_md5(raw / name) for name in n_mnist.PUBLISHED_MD5}
+    monkeypatch.setattr(n_mnist, "PUBLISHED_MD5", published)
+    assert preprocessing_n_mnist.check_archive_md5(raw) == []
+
+
+def test_a_pixel_count_beyond_uint16_is_an_error_not_a_wrap():
+    n_events = n_mnist.MAX_PIXEL_COUNT + 2
+    events = n_mnist.Events(x=np.full(n_events, 3, np.uint8), y=np.full(n_events, 4, np.uint8),
+                            polarity=np.ones(n_events, np.uint8), timestamp=np.arange(n_events))
+    with pytest.raises(UserError, match="hot.bin: a pixel has 65,537 ON events"):
+        n_mnist.on_event_frame(events, name="hot.bin")
+    events.polarity[1:] = 0  # many events, few ON: fine
+    assert n_mnist.on_event_frame(events)[4, 3] == 1
+
+
+def test_labels_out_of_range_are_refused_before_the_uint8_cast(tmp_path):
+    x = np.zeros((2, SIZE, SIZE))
+    with pytest.raises(UserError, match="labels outside 0..9"):
+        n_mnist.save_frames(tmp_path / "f.npz", x, np.array([1, 256]), x, np.array([0, 1]))
+    with pytest.raises(UserError, match="counts outside"):
+        n_mnist.save_frames(tmp_path / "f.npz", x - 1, np.array([1, 2]), x, np.array([0, 1]))
+    assert not (tmp_path / "f.npz").exists()
+
+
+def test_coordinate_errors_count_records_in_the_file_markers_included():
+    data = bytes([1, 2, 0x80, 0, 1,  0, n_mnist.OVERFLOW_MARKER_Y, 0, 0, 0,  40, 2, 0x80, 0, 2])
+    with pytest.raises(UserError, match="r.bin: record 2 has coordinates x=40"):
+        n_mnist.decode_events(data, name="r.bin")
 
 
 def test_missing_raw_folder_is_a_one_line_error(tmp_path):

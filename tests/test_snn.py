@@ -737,7 +737,7 @@ def bad_input(case, model, k, parameter_files, tmp_path):
         own, fragment = broken_file(own, tmp_path / "m", **{f"{first}_kernel": np.zeros((3, 3), np.float32)}), \
             f"array '{first}_kernel' has shape (3, 3)"
     elif case == "non-positive variance":
-        var = np.load(own / models.PARAMETERS_FILE)["bn2_var"].copy()
+        var = np.load(own / models.PARAMETERS_FILE, allow_pickle=False)["bn2_var"].copy()
         var[3] = 0.0
         own, fragment = broken_file(own, tmp_path / "m", bn2_var=var), "bn2_var holds a non-positive variance"
     elif case == "time steps 0":

@@ -4,6 +4,7 @@ Every entry point wraps its `main` with `run_main`, so a `UserError` (bad file, 
 prints one line such as `error: data/n_mnist.npz: missing array 'x_test'` and exits with
 status 2, without a traceback.
 """
+import argparse
 import contextlib
 import json
 import os
@@ -14,8 +15,24 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent
 
 
+def shown(path):
+    """`path` as a user reads it: relative to the repository root when inside it, e.g. `data/n_mnist.npz`."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 class UserError(Exception):
     """A problem with the user's input: reported as one line, no traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a bad flag (`--time-steps abc`) reported as one `error:` line like any other."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
 
 
 def run_main(main, argv=None):
@@ -56,6 +73,28 @@ def atomic_path(path, suffix=None):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def load_npz_arrays(path, what):
+    """{name: array} of an .npz file, never unpickling; UserError naming the file for anything else.
+
+    `what` names the file's role in messages ("frame dataset", "parameter file"). A file that is
+    not a zip archive would otherwise get numpy's misleading "contains pickled data" message.
+    """
+    import numpy as np
+
+    try:
+        with open(path, "rb") as handle:
+            signature = handle.read(4)
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the {what} ({error.strerror or error})") from None
+    if signature[:2] != b"PK":
+        raise UserError(f"{path}: not a {what} (an .npz file is a zip archive; this one is not)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except Exception as error:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
+        raise UserError(f"{path}: not a readable {what} ({type(error).__name__}: {error})") from None
 
 
 def write_text_atomic(path, text):

@@ -5,7 +5,6 @@ Both read `model_n_mnist.npz` (§6), so any parameter file in that format can be
     python LeNet/inference_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz     # ANN
     python LeNet/inference_k1_slenet_n_mnist.py --data data/n_mnist_demo.npz    # SNN, T = 40
 """
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -15,12 +14,11 @@ import numpy as np
 
 import models
 import spiking_utils
-from architectures import ARCHITECTURES, MODEL_FOLDERS, ann_ops_per_sample, k_to_precision, precision_to_k
-from cli import REPO_ROOT, UserError, run_main, write_text_atomic
+from architectures import ARCHITECTURES, MODEL_FOLDERS, ann_ops_per_sample, precision_to_k
+from cli import REPO_ROOT, ArgumentParser, UserError, run_main, shown, write_text_atomic
 from n_mnist import DEFAULT_DATA, load_frames
-from training import default_model_dir
+from training import ANN_RESULTS_FILE, default_model_dir
 
-ANN_RESULTS_FILE = "ann_results.json"
 SNN_RESULTS_FILE = "snn_results.json"
 ANN_BATCH_SIZE = 500  # samples per forward pass; any value gives the same results
 
@@ -70,11 +68,17 @@ def check_writable(folder):
         raise UserError(f"{folder}: log directory is not writable ({error.strerror or error})") from None
 
 
-def summarize_logs(columns, n_test, time_steps, model):
-    """snn_results.json from the log columns: per-step accuracy and per-sample counters (§5)."""
+def summarize_logs(columns, n_test, time_steps, model, k, batch_size):
+    """snn_results.json from the log columns: per-step accuracy and per-sample counters (§5).
+
+    `model`, `k` and `batch_size` (the log grouping) let the figure scripts check what they read.
+    """
     final = {name: int(values[:, -1].sum()) for name, values in columns.items()}
     accuracy = (columns["accuracy.txt"].sum(axis=0) / n_test).tolist()
     return {
+        "model": model,
+        "k": k,
+        "batch_size": batch_size,
         "accuracy_per_step": accuracy,
         "final_accuracy": accuracy[-1],
         "steps_to_final": spiking_utils.steps_to_final(accuracy),
@@ -85,6 +89,22 @@ def summarize_logs(columns, n_test, time_steps, model):
         "n_test": n_test,
         "time_steps": time_steps,
     }
+
+
+def lossless_summary(report, n_test):
+    """The lossless check in one line, e.g. `lossless check: 1339 neurons (0.0149%, in 52 samples, 14.48%) ...`."""
+    unsettled = (f"{report['unsettled_neurons']} in the {report['samples_still_spiking_at_the_last_step']} samples "
+                 "still spiking at the last step (more --time-steps would settle them), "
+                 if report["samples_still_spiking_at_the_last_step"] else "")
+    return (f"lossless check: {report['mismatching_neurons']} neurons "
+            f"({100 * report['mismatching_neuron_share']:.4f}%, in {report['samples_with_mismatching_neurons']} samples, "
+            f"{100 * report['samples_with_mismatching_neurons_share']:.2f}%) differ from 2^k x the quantized ANN: "
+            f"{report['rounding_tie_neurons']} at 1e-5 rounding ties of their own (§3), "
+            f"{report['downstream_of_ties_neurons']} downstream of those, {unsettled}"
+            f"{report['other_mismatching_neurons']} otherwise; "
+            f"{report['mismatching_predictions']} of {n_test} predictions differ "
+            f"({100 * report['mismatching_prediction_share']:.2f}%); all predictions match from step "
+            f"{report['first_step_all_predictions_match'] or 'never'}")
 
 
 def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=None,
@@ -104,35 +124,29 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
 
     network = spiking_utils.convert(params)
     result = spiking_utils.simulate(network, x_test, time_steps, check_lossless=check_lossless, progress=progress)
-    columns = spiking_utils.write_logs(log_dir, result, y_test, batch_size)
-    results = summarize_logs(columns, len(y_test), time_steps, model)
+    columns = spiking_utils.log_columns(result, y_test, batch_size)
+    results = summarize_logs(columns, len(y_test), time_steps, model, k, batch_size)
     results["float64_decisions"] = result.float64_decisions  # float32 close calls re-decided; exact ties among them
+    if check_lossless:
+        results["lossless_check"] = spiking_utils.lossless_report(result, network)
+    spiking_utils.write_logs(log_dir, result, y_test, batch_size,
+                             extra_files={SNN_RESULTS_FILE: json.dumps(results, indent=1) + "\n"})
     print(f"SNN {model} {precision}: final accuracy {100 * results['final_accuracy']:.2f}% "
           f"after {results['steps_to_final']} of {time_steps} steps; logs in {log_dir}")
     if check_lossless:
-        report = spiking_utils.lossless_report(result, network)
-        results["lossless_check"] = report
-        print(f"lossless check: {report['mismatching_neurons']} neurons "
-              f"({100 * report['mismatching_neuron_share']:.4f}%, in {report['samples_with_mismatching_neurons']} samples) "
-              f"differ from 2^k x the quantized ANN: {report['rounding_tie_neurons']} at 1e-5 rounding ties of their own (§3), "
-              f"{report['downstream_of_ties_neurons']} downstream of those, {report['other_mismatching_neurons']} otherwise; "
-              f"{report['mismatching_predictions']} of {len(y_test)} predictions differ "
-              f"({100 * report['mismatching_prediction_share']:.2f}%); all predictions match from step "
-              f"{report['first_step_all_predictions_match'] or 'never'}")
-    write_text_atomic(log_dir / SNN_RESULTS_FILE, json.dumps(results, indent=1) + "\n")
+        print(lossless_summary(results["lossless_check"], len(y_test)))
     return results
 
 
 def parse_args(model, precision, spiking, argv=None):
-    folder = MODEL_FOLDERS[model]
     kind = "spiking network converted from" if spiking else "ANN"
-    parser = argparse.ArgumentParser(description=f"Evaluate the {kind} {model} at precision {precision} on the N-MNIST test set.")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="frame dataset (default: %(default)s)")
+    parser = ArgumentParser(description=f"Evaluate the {kind} {model} at precision {precision} on the N-MNIST test set.")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"frame dataset (default: {shown(DEFAULT_DATA)})")
     parser.add_argument("--model-dir", type=Path, default=None,
-                        help=f"folder holding model_n_mnist.npz (default: {folder}/checkpoints/{precision}/)")
+                        help=f"folder holding model_n_mnist.npz (default: {shown(default_model_dir(model, precision))}/)")
     parser.add_argument("--test-limit", type=int, default=None, metavar="N", help="use the first N test samples")
     if spiking:
-        parser.add_argument("--log-dir", type=Path, default=None, help=f"where the logs go (default: {folder}/figs/{precision}/)")
+        parser.add_argument("--log-dir", type=Path, default=None, help=f"where the logs go (default: {shown(default_log_dir(model, precision))}/)")
         parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS, help="T (default: %(default)s)")
         parser.add_argument("--batch-size", type=int, default=spiking_utils.LOG_BATCH_SIZE,
                             help="samples per log line group (default: %(default)s, the authors' batch)")

@@ -10,7 +10,7 @@ import numpy as np
 
 from architectures import (ARCHITECTURES, BN_EPSILON, BN_MOMENTUM, INPUT_SHAPE, NUM_CLASSES, check_model_name,
                            k_to_precision, layer_shapes)
-from cli import UserError, atomic_path
+from cli import UserError, atomic_path, load_npz_arrays
 from quantization import QuantizedReLU
 
 BN_FIELDS = ("gamma", "beta", "mean", "var")
@@ -101,11 +101,7 @@ def load_parameters(path, model=None, k=None, quantized_only=False):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: parameter file not found (train the model first)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as error:  # BadZipFile, pickled arrays, OSError
-        raise UserError(f"{path}: not a readable parameter file ({type(error).__name__}: {error})") from None
+    arrays = load_npz_arrays(path, "parameter file")
     for name in ("model", "k"):
         if name not in arrays or arrays[name].shape != ():
             raise UserError(f"{path}: missing scalar entry '{name}'")
@@ -132,4 +128,7 @@ def load_parameters(path, model=None, k=None, quantized_only=False):
     for index in range(1, len(ARCHITECTURES[file_model]) + 1):
         if (params[f"bn{index}_var"] <= 0).any():
             raise UserError(f"{path}: bn{index}_var holds a non-positive variance")
+        if quantized_only and (params[f"bn{index}_gamma"] == 0).any():  # theta = sigma / |gamma| (§3)
+            raise UserError(f"{path}: bn{index}_gamma holds a zero: the spiking neuron's threshold "
+                            "sigma / |gamma| would be infinite")
     return params

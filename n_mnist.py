@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cli import UserError, atomic_path
+from cli import REPO_ROOT, UserError, atomic_path, load_npz_arrays
 
 SENSOR_SIZE = 34  # the ATIS sensor crop used by N-MNIST: 34 x 34 pixels
 EVENT_BYTES = 5  # 40 bits per event
@@ -31,7 +31,7 @@ PUBLISHED_MD5 = {
     "Train.zip": "20959b8e626244a1b502305a9e6e2031",
     "Test.zip": "69ca8762b2fe404d9b9bad1103e97832",
 }
-DEFAULT_DATA = Path("data") / "n_mnist.npz"
+DEFAULT_DATA = REPO_ROOT / "data" / "n_mnist.npz"  # defaults live in the repository, wherever the command runs from
 
 
 @dataclass
@@ -282,16 +282,10 @@ def load_frame_counts(path):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: data file not found (run `python preprocessing_n_mnist.py --demo` first)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in FRAME_KEYS if key not in archive.files]
-            if missing:
-                raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
-            arrays = {key: archive[key] for key in FRAME_KEYS}
-    except UserError:
-        raise
-    except Exception as error:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
-        raise UserError(f"{path}: not a readable frame dataset ({type(error).__name__}: {error})") from None
+    arrays = load_npz_arrays(path, "frame dataset")
+    missing = [key for key in FRAME_KEYS if key not in arrays]
+    if missing:
+        raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
     for key, dtype in FRAME_KEYS.items():
         if arrays[key].dtype != dtype:
             raise UserError(f"{path}: {key} has dtype {arrays[key].dtype}, expected {np.dtype(dtype).name}")

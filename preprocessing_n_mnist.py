@@ -15,11 +15,11 @@ import numpy as np
 from tqdm import tqdm
 
 import n_mnist
-from cli import UserError, run_main
+from cli import REPO_ROOT, ArgumentParser, UserError, run_main, shown
 
-DEFAULT_RAW = Path("data") / "N-MNIST"
-DEFAULT_DEMO_RAW = Path("data") / "n_mnist_demo"
-DEFAULT_DEMO_OUT = Path("data") / "n_mnist_demo.npz"
+DEFAULT_RAW = REPO_ROOT / "data" / "N-MNIST"
+DEFAULT_DEMO_RAW = REPO_ROOT / "data" / "n_mnist_demo"
+DEFAULT_DEMO_OUT = REPO_ROOT / "data" / "n_mnist_demo.npz"
 DEFAULT_DEMO_SEED = 0
 
 
@@ -118,13 +118,13 @@ def build_demo(out, raw=DEFAULT_DEMO_RAW, seed=DEFAULT_DEMO_SEED, progress=True,
 
 def parse_args(argv=None):
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", type=Path, default=None,
-                        help=f"folder with Train/ and Test/ (digit sub-folders of .bin files) or Train.zip and Test.zip (default: {DEFAULT_RAW})")
+                        help=f"folder with Train/ and Test/ (digit sub-folders of .bin files) or Train.zip and Test.zip (default: {shown(DEFAULT_RAW)})")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"frame dataset to write (default: {n_mnist.DEFAULT_DATA}, or {DEFAULT_DEMO_OUT} with --demo)")
+                        help=f"frame dataset to write (default: {shown(n_mnist.DEFAULT_DATA)}, or {shown(DEFAULT_DEMO_OUT)} with --demo)")
     parser.add_argument("--demo", action="store_true",
-                        help=f"emulate recordings of scikit-learn's digits into {DEFAULT_DEMO_RAW}/ and convert those")
+                        help=f"emulate recordings of scikit-learn's digits into {shown(DEFAULT_DEMO_RAW)}/ and convert those")
     parser.add_argument("--seed", type=int, default=DEFAULT_DEMO_SEED, help="demo emulator seed (default: %(default)s)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad recordings (counted in the summary) instead of stopping")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

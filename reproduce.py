@@ -7,12 +7,17 @@ Stages whose outputs are complete are skipped, so a rerun after an interruption 
 (an interrupted training resumes from its last finished epoch); --force redoes everything.
 """
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
+
+import keras
 
 import evaluation
 import n_mnist
@@ -20,14 +25,16 @@ import preprocessing_n_mnist
 import training
 from architectures import (DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, ann_ops_per_sample,
                            precision_to_k)
-from cli import REPO_ROOT, UserError, read_json_object, run_main, write_text_atomic
+from cli import REPO_ROOT, ArgumentParser, UserError, read_json_object, run_main, shown, write_text_atomic
 from models import PARAMETERS_FILE
 
 DEMO_EPOCHS = 50  # the demo's short schedule; the paper's is training.EPOCHS
 TIMINGS_FILE = "reproduce_timings.json"
+STAGE_LOG_FILE = "reproduce_log.txt"  # every stage's full output; the screen gets one line per stage
 RESULTS_FILE = "RESULTS.md"
 FIGURES = ("accuracy_speed", "sops", "sparsity")
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+CLEAR_LINE = "\r\x1b[K"  # back to the start of the terminal line and clear it
 
 # The authors' numbers (ALGORITHM.md §7), quoted beside ours; None where the paper gives none.
 PAPER_RESULTS = {
@@ -67,8 +74,47 @@ def newer(output, *inputs):
     return not times or output.stat().st_mtime >= max(times)
 
 
-def build_stages(args, paths):
-    """[(name, is_complete, run)] in the order the study runs them."""
+class EpochProgress(keras.callbacks.Callback):
+    """Keeps a training stage's one screen line current: `[ 3/25] train lenet k0 ... epoch 12/50`."""
+
+    def __init__(self, prefix, epochs, stream):
+        super().__init__()
+        self.prefix, self.epochs, self.stream = prefix, epochs, stream
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stream.isatty():
+            self.stream.write(f"\r{self.prefix} ... epoch {epoch + 1}/{self.epochs}")
+            self.stream.flush()
+
+
+def read_results(path, keys):
+    """A results JSON holding every one of `keys`; UserError naming the file otherwise."""
+    results = read_json_object(path)
+    missing = [key for key in keys if key not in results]
+    if missing:
+        raise UserError(f"{path}: missing {', '.join(missing)} (rerun its stage, or --force)")
+    return results
+
+
+ANN_KEYS = ("accuracy", "n_test")
+SNN_KEYS = ("final_accuracy", "steps_to_final", "positive_spikes_per_sample", "negative_spikes_per_sample",
+            "sops_per_sample", "n_test", "time_steps")
+LOSSLESS_KEYS = ("mismatching_neurons", "rounding_tie_neurons", "other_mismatching_neurons",
+                 "mismatching_predictions", "first_step_all_predictions_match")
+
+
+def complete_results(path, keys, *inputs):
+    """True when the results file at `path` is newer than `inputs` and holds `keys` (else: redo)."""
+    if not newer(path, *inputs):
+        return False
+    try:
+        return read_results(path, keys)
+    except UserError:
+        return False
+
+
+def build_stages(args, paths, screen=sys.stdout):
+    """[(name, is_complete, run)] in the order the study runs them; run() returns a one-line summary."""
     stages = []
     data = args.data
 
@@ -77,6 +123,8 @@ def build_stages(args, paths):
             print(preprocessing_n_mnist.build_demo(data, progress=False))
         else:
             print(preprocessing_n_mnist.convert_dataset(args.raw, data, progress=False))
+        arrays = n_mnist.load_frame_counts(data)
+        return f"{len(arrays['y_train']):,} training and {len(arrays['y_test']):,} test samples in {data}"
 
     def data_complete():
         try:
@@ -86,59 +134,81 @@ def build_stages(args, paths):
             return False
 
     stages.append(("data", data_complete, make_data))
-    quiet = 0 if args.demo else 2  # Keras: one line per epoch for long runs
     for model in args.models:
         for precision in args.precisions:
             model_dir = paths.model_dir(model, precision)
+            name = f"train {model} {precision}"
 
-            def train(model=model, precision=precision, model_dir=model_dir):
-                state = training.read_state(model_dir)
-                resume = not args.force and state is not None and state.get("epochs_done", 0) > 0
-                training.train(model, precision, data, model_dir, epochs=args.epochs, seed=args.seed,
-                               resume=resume, train_limit=args.train_limit, verbose=quiet)
+            def train(model=model, precision=precision, model_dir=model_dir, name=name):
+                resume = not args.force and training.read_state(model_dir) is not None
+                progress = EpochProgress(f"[{stage_number(stages, name)}] {name}", args.epochs, screen)
+                history = training.train(model, precision, data, model_dir, epochs=args.epochs, seed=args.seed,
+                                         resume=resume, train_limit=args.train_limit, verbose=2, callbacks=[progress])
+                last = history[-1]
+                return f"{last['epoch']} epochs, loss {last['loss']:.4f}, train accuracy {100 * last['accuracy']:.2f}%"
 
             def trained(model_dir=model_dir):
                 state = training.read_state(model_dir)
-                return (state is not None and state.get("epochs_done", 0) >= args.epochs
+                return (state is not None and state["epochs_done"] >= args.epochs
                         and newer(model_dir / PARAMETERS_FILE, data))
 
-            stages.append((f"train {model} {precision}", trained, train))
+            stages.append((name, trained, train))
     for model in args.models:
         for precision in args.precisions:
             model_dir = paths.model_dir(model, precision)
             results = model_dir / evaluation.ANN_RESULTS_FILE
+
+            def evaluate(model=model, precision=precision, model_dir=model_dir):
+                results = evaluation.evaluate_ann(model, precision, data, model_dir, args.test_limit)
+                return f"test accuracy {100 * results['accuracy']:.2f}% on {results['n_test']:,} samples"
+
             stages.append((
                 f"ANN {model} {precision}",
-                lambda results=results, model_dir=model_dir: newer(results, model_dir / PARAMETERS_FILE, data),
-                lambda model=model, precision=precision, model_dir=model_dir: evaluation.evaluate_ann(
-                    model, precision, data, model_dir, args.test_limit),
+                lambda results=results, model_dir=model_dir: complete_results(
+                    results, ANN_KEYS, model_dir / PARAMETERS_FILE, data),
+                evaluate,
             ))
     for model in args.models:
         for precision in [p for p in args.precisions if precision_to_k(p) >= 0]:
             model_dir, log_dir = paths.model_dir(model, precision), paths.log_dir(model, precision)
             results = log_dir / evaluation.SNN_RESULTS_FILE
-            stages.append((
-                f"SNN {model} {precision}",
-                lambda results=results, model_dir=model_dir: newer(results, model_dir / PARAMETERS_FILE, data)
-                and read_json_object(results).get("time_steps") == args.time_steps,
-                lambda model=model, precision=precision, model_dir=model_dir, log_dir=log_dir: evaluation.evaluate_snn(
-                    model, precision, data, model_dir, log_dir, args.time_steps, test_limit=args.test_limit,
-                    check_lossless=True, progress=False),
-            ))
+
+            def simulate(model=model, precision=precision, model_dir=model_dir, log_dir=log_dir):
+                results = evaluation.evaluate_snn(model, precision, data, model_dir, log_dir, args.time_steps,
+                                                  test_limit=args.test_limit, check_lossless=True, progress=False)
+                check = results["lossless_check"]
+                return (f"{100 * results['final_accuracy']:.2f}% after {results['steps_to_final']} of "
+                        f"{args.time_steps} steps; {check['mismatching_predictions']} predictions differ "
+                        f"from the quantized ANN's")
+
+            def simulated(results=results, model_dir=model_dir):
+                found = complete_results(results, SNN_KEYS + ("lossless_check",), model_dir / PARAMETERS_FILE, data)
+                return bool(found) and found["time_steps"] == args.time_steps
+
+            stages.append((f"SNN {model} {precision}", simulated, simulate))
     for model in args.models:
+        if not any(precision_to_k(p) >= 0 for p in args.precisions):
+            continue  # no SNN logs to draw
         figure_dir = paths.figure_dir(model)
         ann_results = paths.model_dir(model, "full") / evaluation.ANN_RESULTS_FILE
         inputs = [ann_results] + [paths.log_dir(model, p) / evaluation.SNN_RESULTS_FILE for p in PRECISIONS[1:]]
         outputs = [figure_dir / f"{prefix}.png" for prefix in figure_names(model)]
 
         def draw(model=model, figure_dir=figure_dir, ann_results=ann_results):
+            ann_flags = ["--ann-results", str(ann_results)] if ann_results.is_file() else []
             for script in FIGURES:
                 module = importlib.import_module(f"figs.{script}")
-                module.main(["--model", model, "--log-root", str(figure_dir), "--out-dir", str(figure_dir),
-                             "--ann-results", str(ann_results)])
+                module.main(["--model", model, "--log-root", str(figure_dir), "--out-dir", str(figure_dir), *ann_flags])
+            return f"{len(FIGURES)} figures in {figure_dir}"
 
         stages.append((f"figures {model}", lambda outputs=outputs, inputs=inputs: all(newer(o, *inputs) for o in outputs), draw))
     return stages
+
+
+def stage_number(stages, name):
+    """`n/N` of the stage called `name`, e.g. ` 3/25`."""
+    names = [stage[0] for stage in stages]
+    return f"{names.index(name) + 1:2d}/{len(names)}" if name in names else "?"
 
 
 def figure_names(model):
@@ -179,15 +249,18 @@ def results_rows(paths, models, precisions):
         for precision in precisions:
             ann_path = paths.model_dir(model, precision) / evaluation.ANN_RESULTS_FILE
             snn_path = paths.log_dir(model, precision) / evaluation.SNN_RESULTS_FILE
-            ann = read_json_object(ann_path) if ann_path.is_file() else {}
-            snn = read_json_object(snn_path) if snn_path.is_file() else {}
+            ann = read_results(ann_path, ANN_KEYS) if ann_path.is_file() else {}
+            snn = read_results(snn_path, SNN_KEYS) if snn_path.is_file() else {}
             check = snn.get("lossless_check", {})
+            if check:
+                read_results(snn_path, [f"lossless_check.{key}" for key in LOSSLESS_KEYS if key not in check])
+            state = training.read_state(paths.model_dir(model, precision))
             rows.append(dict(
                 model=model, precision=precision, paper=PAPER_RESULTS.get((model, precision), {}),
                 ann=ann.get("accuracy"), snn=snn.get("final_accuracy"), steps=snn.get("steps_to_final"),
                 positive=snn.get("positive_spikes_per_sample"), negative=snn.get("negative_spikes_per_sample"),
                 sops=snn.get("sops_per_sample"), ann_ops=ann_ops_per_sample(model), n_test=ann.get("n_test") or snn.get("n_test"),
-                time_steps=snn.get("time_steps"), check=check,
+                time_steps=snn.get("time_steps"), check=check, epochs=state["epochs_done"] if state else None,
             ))
     return rows
 
@@ -197,7 +270,7 @@ def lossless_text(row):
     check = row["check"]
     if not check:
         return "–"
-    if check.get("other_mismatching_neurons", 0) > 0:
+    if check["other_mismatching_neurons"] > 0:
         verdict = "**no**"
     elif check["mismatching_predictions"] > 0:
         verdict = "yes, up to 1e-5 rounding ties"
@@ -209,14 +282,22 @@ def lossless_text(row):
             f"all predictions match from step {check['first_step_all_predictions_match'] or '–'}")
 
 
-def results_markdown(paths, args, timings):
-    """RESULTS.md: the §7 table, ours beside the paper's, the lossless check, stage times, the machine."""
+def distinct(values):
+    """`50`, or `1/50` when the rows differ, or `?` when none is known."""
+    return "/".join(f"{value:,}" for value in sorted({value for value in values if value})) or "?"
+
+
+def results_markdown(paths, args, timings, ran_now):
+    """RESULTS.md: the §7 table, ours beside the paper's, the lossless check, stage times, the machine.
+
+    `timings`: {stage: seconds} of the stages run now (`ran_now`) or in an earlier run.
+    """
     rows = results_rows(paths, args.models, args.precisions)
-    n_tests = sorted({row["n_test"] for row in rows if row["n_test"]})
     lines = [
         "# Results", "",
-        f"Data: `{args.data}` ({'offline demo recordings' if args.demo else 'N-MNIST'}), "
-        f"{'/'.join(map(str, n_tests)) or '?'} test samples; {args.epochs} training epochs; T = {args.time_steps}. "
+        f"Data: `{shown(args.data)}` ({'offline demo recordings' if args.demo else 'N-MNIST'}), "
+        f"{distinct(row['n_test'] for row in rows)} test samples; {distinct(row['epochs'] for row in rows)} "
+        f"training epochs; T = {distinct(row['time_steps'] for row in rows)}. "
         "Generated by `reproduce.py` from the result files; the paper's numbers (ALGORITHM.md §7, full N-MNIST, "
         "150 epochs) are quoted beside ours as *paper*.", "",
         "| net | precision | ANN (paper) | ANN (ours) | SNN (paper) | SNN (ours) | steps (paper / ours) "
@@ -238,10 +319,15 @@ def results_markdown(paths, args, timings):
     lines += ["", "Steps: the first time step (from 1) from which the SNN accuracy stays at its final value. "
               "Spikes and SOPs: per test sample after the last step. The lossless check compares every neuron's "
               "net spike count with 2^k × the quantized ANN activation (float64) and the SNN's predictions with "
-              "the quantized ANN's.", "", "### Stage wall times", "", "| stage | seconds |", "|---|---|"]
+              "the quantized ANN's.", "", "### Stage wall times", "", "| stage | seconds | run |", "|---|---|---|"]
     for name, seconds in timings.items():
-        lines.append(f"| {name} | {seconds:.1f} |")
-    lines += ["", f"Total: {sum(timings.values()):.0f} s on {machine_description()}.", ""]
+        lines.append(f"| {name} | {seconds:.1f} | {'this run' if name in ran_now else 'an earlier run'} |")
+    this_run = sum(seconds for name, seconds in timings.items() if name in ran_now)
+    earlier = len(timings) - len(ran_now & set(timings))
+    lines += ["", f"Total: {this_run:.0f} s in this run"
+              + (f", plus {sum(timings.values()) - this_run:.0f} s of {earlier} stages done in an earlier run"
+                 if earlier else "")
+              + f", on {machine_description()}.", ""]
     return "\n".join(lines)
 
 
@@ -257,12 +343,12 @@ def update_readme(readme, table_markdown):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", action="store_true", help=f"offline demo recordings and a short schedule ({DEMO_EPOCHS} epochs)")
     parser.add_argument("--raw", type=Path, default=preprocessing_n_mnist.DEFAULT_RAW,
-                        help="N-MNIST recordings: Train/ and Test/ folders or Train.zip and Test.zip (default: %(default)s)")
+                        help=f"N-MNIST recordings: Train/ and Test/ folders or Train.zip and Test.zip (default: {shown(preprocessing_n_mnist.DEFAULT_RAW)})")
     parser.add_argument("--data", type=Path, default=None,
-                        help=f"frame dataset (default: {n_mnist.DEFAULT_DATA}, or {preprocessing_n_mnist.DEFAULT_DEMO_OUT} with --demo)")
+                        help=f"frame dataset (default: {shown(n_mnist.DEFAULT_DATA)}, or {shown(preprocessing_n_mnist.DEFAULT_DEMO_OUT)} with --demo)")
     parser.add_argument("--out-root", type=Path, default=REPO_ROOT,
                         help="where <Model>/checkpoints, <Model>/figs and RESULTS.md go (default: the repository)")
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), help="default: %(default)s")
@@ -292,27 +378,43 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Run every stage that is not complete, one screen line each; write RESULTS.md."""
     args = parse_args(argv)
+    if args.update_readme and Path(args.out_root).resolve() != REPO_ROOT:
+        raise UserError("--update-readme copies the repository's own results: leave out --out-root")
     paths = Paths(args.out_root)
-    stages = build_stages(args, paths)
+    screen = sys.stdout
+    stages = build_stages(args, paths, screen)
     timings_path = Path(args.out_root) / TIMINGS_FILE
     timings = read_json_object(timings_path) if timings_path.is_file() and not args.force else {}
-    started = time.perf_counter()
+    stage_log = Path(args.out_root) / STAGE_LOG_FILE
+    stage_log.parent.mkdir(parents=True, exist_ok=True)
+    started, ran_now = time.perf_counter(), set()
+    print(f"{len(stages)} stages; each stage's full output goes to {stage_log}", flush=True)
     for number, (name, is_complete, run) in enumerate(stages, start=1):
         prefix = f"[{number:2d}/{len(stages)}] {name}"
         if not args.force and is_complete():
             print(f"{prefix}: complete, skipped", flush=True)
             continue
-        print(f"{prefix} ...", flush=True)
+        live = screen.isatty()  # a terminal: show the stage while it runs, then overwrite that line
+        if live:
+            print(f"{prefix} ...", end="", flush=True)
         stage_started = time.perf_counter()
+        output = io.StringIO()
         try:
-            run()
+            with contextlib.redirect_stdout(output):
+                summary = run()
         except UserError as error:
+            print(f"\r{prefix}: failed" if live else f"{prefix}: failed", flush=True)
             raise UserError(f"stage '{name}' failed: {error}") from None
+        finally:
+            with open(stage_log, "a") as log:
+                log.write(f"==== {name} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n{output.getvalue()}\n")
         timings[name] = time.perf_counter() - stage_started
+        ran_now.add(name)
         write_text_atomic(timings_path, json.dumps(timings, indent=1))
-        print(f"{prefix}: done in {timings[name]:.1f} s", flush=True)
-    markdown = results_markdown(paths, args, {name: timings[name] for name, *_ in stages if name in timings})
+        print(f"{CLEAR_LINE if live else ''}{prefix}: {summary} (done in {timings[name]:.1f} s)", flush=True)
+    markdown = results_markdown(paths, args, {name: timings[name] for name, *_ in stages if name in timings}, ran_now)
     write_text_atomic(Path(args.out_root) / RESULTS_FILE, markdown)
     if args.update_readme:
         update_readme(REPO_ROOT / "README.md", markdown.split("\n", 2)[2])

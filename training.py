@@ -3,10 +3,15 @@
 Adam 1e-4, batch 200, 150 epochs, data reshuffled every epoch. After every epoch, atomically:
 a resumable Keras checkpoint, `model_n_mnist.npz` (§6) and `training_log.csv`.
 
+`model.fit` does the training; one callback of ours (`EpochCheckpoint`) does what Keras'
+ModelCheckpoint + CSVLogger + BackupAndRestore would do, because those write their files in place
+(a kill mid-write leaves a torn file), keep no commit point tying checkpoint, CSV and parameter
+file to one epoch, and BackupAndRestore deletes its backup when a run ends, so a finished run
+cannot be extended with a larger --epochs.
+
     python LeNet/training_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz
     python LeNet/training_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz --resume
 """
-import argparse
 import json
 import math
 import sys
@@ -18,8 +23,11 @@ import numpy as np
 
 import models
 from architectures import MODEL_FOLDERS, k_to_precision, precision_to_k
-from cli import REPO_ROOT, UserError, atomic_path, run_main, write_text_atomic
+from cli import REPO_ROOT, ArgumentParser, UserError, atomic_path, run_main, shown, write_text_atomic
 from n_mnist import DEFAULT_DATA, load_frames
+from quantization import QuantizedReLU
+
+ANN_RESULTS_FILE = "ann_results.json"  # written by evaluation.py beside the parameters
 
 EPOCHS = 150
 BATCH_SIZE = 200
@@ -53,14 +61,47 @@ def shuffled_batches(x, y, batch_size, seed, first_epoch, epochs):
             yield x[rows], y[rows]
 
 
+STATE_TYPES = {"model": str, "k": int, "epochs_done": int, "checkpoint": str, "history": list}
+
+
 def read_state(model_dir):
+    """The training state of `model_dir` (dict), or None when no epoch has finished there."""
     path = Path(model_dir) / STATE_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"{path}: unreadable training state ({error})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: malformed training state (not a JSON object)")
+    for key, kind in STATE_TYPES.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise UserError(f"{path}: malformed training state ('{key}' missing or not {kind.__name__})")
+    return state
+
+
+def check_same_settings(model_dir, state, settings):
+    """UserError when a resumed run would use other settings than the run it continues."""
+    for key, value in settings.items():
+        before = state.get("settings", {}).get(key, value)  # states written before settings were kept: no check
+        if before != value:
+            flag = {"n_train": "--train-limit (training samples)", "learning_rate": "--lr"}.get(key, f"--{key.replace('_', '-')}")
+            raise UserError(f"{model_dir}: the interrupted run used {flag} {before}, this one {value}; "
+                            "resume with the same settings, or leave out --resume to start afresh")
+
+
+def load_checkpoint(path, model, precision, k):
+    """The Keras model of a checkpoint, checked to be `model` at precision k."""
+    try:
+        keras_model = keras.models.load_model(path)
+    except Exception as error:  # a torn or foreign file: Keras raises ValueError, OSError, zipfile errors, ...
+        raise UserError(f"{path}: cannot load the checkpoint ({type(error).__name__}: {str(error)[:200]})") from None
+    quantizers = {layer.k for layer in keras_model.layers if isinstance(layer, QuantizedReLU)}
+    if keras_model.name != f"{model}_{precision}" or quantizers != ({k} if k >= 0 else set()):
+        raise UserError(f"{path}: the checkpoint holds model {keras_model.name!r} with quantizer k "
+                        f"{sorted(quantizers) or 'none'}, not {model} {precision}")
+    return keras_model
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -71,10 +112,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
     keeps the last good checkpoint.
     """
 
-    def __init__(self, model_dir, model_name, k, history):
+    def __init__(self, model_dir, model_name, k, history, settings):
         super().__init__()
         self.model_dir, self.model_name, self.k = Path(model_dir), model_name, k
         self.history_rows = list(history)
+        self.settings = settings  # what a resumed run must match
         self.bad_loss_epoch = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -94,7 +136,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]), "seconds": seconds}
         )
         state = {"model": self.model_name, "k": self.k, "epochs_done": epoch + 1,
-                 "checkpoint": checkpoint.name, "history": self.history_rows}
+                 "checkpoint": checkpoint.name, "settings": self.settings, "history": self.history_rows}
         write_text_atomic(self.model_dir / STATE_FILE, json.dumps(state, indent=1))
         for old in self.model_dir.glob("checkpoint_epoch*.keras"):
             if old.name != checkpoint.name:
@@ -111,30 +153,40 @@ def write_outputs(model_dir, keras_model, model_name, k, history_rows):
 
 
 def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, batch_size=BATCH_SIZE,
-          learning_rate=LEARNING_RATE, seed=SEED, resume=False, train_limit=None, verbose="auto"):
-    """Train `model` at `precision` and return the training history rows (one dict per epoch)."""
+          learning_rate=LEARNING_RATE, seed=SEED, resume=False, train_limit=None, verbose="auto", callbacks=()):
+    """Train `model` at `precision` and return the training history rows (one dict per epoch).
+
+    `callbacks`: extra Keras callbacks (reproduce.py's progress line).
+    """
     k = precision_to_k(precision)
     model_dir = Path(model_dir or default_model_dir(model, precision))
     x_train, y_train, _, _ = load_frames(data, train_limit=train_limit, test_limit=1)
     keras.utils.set_random_seed(seed)
+    settings = {"batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "n_train": len(x_train)}
 
     state = read_state(model_dir)
     if resume:
-        if state is None or not (model_dir / state.get("checkpoint", "")).is_file():
+        if state is None or not (model_dir / state["checkpoint"]).is_file():
             raise UserError(f"{model_dir}: no checkpoint to resume from")
-        if state.get("model") != model or state.get("k") != k:
-            raise UserError(f"{model_dir}: the checkpoint holds {state.get('model')} "
-                            f"{k_to_precision(state.get('k'))}, not {model} {precision}")
-        keras_model = keras.models.load_model(model_dir / state["checkpoint"])
+        if state["model"] != model or state["k"] != k:
+            raise UserError(f"{model_dir}: the checkpoint holds {state['model']} "
+                            f"{k_to_precision(state['k'])}, not {model} {precision}")
+        if state["epochs_done"] > epochs:
+            raise UserError(f"{model_dir}: the run has finished {state['epochs_done']} epochs already, "
+                            f"more than --epochs {epochs}")
+        check_same_settings(model_dir, state, settings)
+        keras_model = load_checkpoint(model_dir / state["checkpoint"], model, precision, k)
         first_epoch, history = state["epochs_done"], state["history"]
         print(f"resuming {model} {precision} from epoch {first_epoch} of {epochs}")
-        if first_epoch >= epochs:
+        if first_epoch == epochs:
             write_outputs(model_dir, keras_model, model, k, history)
             return history
     else:
         if state is not None:
             print(f"note: starting afresh; the earlier run in {model_dir} is replaced (use --resume to continue it)")
-        for stale in [*model_dir.glob("checkpoint_epoch*.keras"), model_dir / STATE_FILE]:
+        # Everything an earlier run left, so that nothing of it is mistaken for this run's output.
+        for stale in [*model_dir.glob("checkpoint_epoch*.keras"), model_dir / STATE_FILE, model_dir / LOG_FILE,
+                      model_dir / models.PARAMETERS_FILE, model_dir / ANN_RESULTS_FILE]:
             stale.unlink(missing_ok=True)
         keras_model = models.build_model(model, k)
         keras_model.compile(
@@ -146,24 +198,26 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
     model_dir.mkdir(parents=True, exist_ok=True)
 
     batches = shuffled_batches(x_train, y_train, batch_size, seed, first_epoch, epochs)
-    checkpoint = EpochCheckpoint(model_dir, model, k, history)
+    checkpoint = EpochCheckpoint(model_dir, model, k, history, settings)
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     keras_model.fit(batches, epochs=epochs, initial_epoch=first_epoch, verbose=verbose, shuffle=False,
                     steps_per_epoch=math.ceil(len(x_train) / batch_size),
-                    callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint])
+                    callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint, *callbacks])
     if checkpoint.bad_loss_epoch is not None:
-        raise UserError(f"{model_dir}: the loss became NaN in epoch {checkpoint.bad_loss_epoch}; "
-                        f"kept the checkpoint of epoch {checkpoint.bad_loss_epoch - 1}")
+        bad = checkpoint.bad_loss_epoch
+        kept = f"kept the checkpoint of epoch {bad - 1}" if bad > 1 else "no epoch finished, nothing was written"
+        raise UserError(f"{model_dir}: the loss became NaN in epoch {bad}; {kept} (try a smaller --lr)")
+    print(f"wrote {model_dir / models.PARAMETERS_FILE}")
     return checkpoint.history_rows
 
 
 def parse_args(model, precision, argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=f"Train {model} at precision {precision} on N-MNIST frames (ALGORITHM.md §2).")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="frame dataset (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"frame dataset (default: {shown(DEFAULT_DATA)})")
     parser.add_argument("--model-dir", type=Path, default=None,
-                        help=f"checkpoints and model_n_mnist.npz (default: {MODEL_FOLDERS[model]}/checkpoints/{precision}/)")
+                        help=f"checkpoints and model_n_mnist.npz (default: {shown(default_model_dir(model, precision))}/)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="total epochs (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="Adam learning rate (default: %(default)s)")
@@ -188,10 +242,7 @@ def main(model, precision, argv=None):
         history = train(model, precision, data=args.data, model_dir=args.model_dir, epochs=args.epochs,
                         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                         resume=args.resume, train_limit=args.train_limit)
-        model_dir = args.model_dir or default_model_dir(model, precision)
-        if history:
-            last = history[-1]
-            print(f"epoch {last['epoch']}: loss {last['loss']:.4f}, train accuracy {100 * last['accuracy']:.2f}%")
-        print(f"wrote {Path(model_dir) / models.PARAMETERS_FILE}")
+        last = history[-1]
+        print(f"epoch {last['epoch']}: loss {last['loss']:.4f}, train accuracy {100 * last['accuracy']:.2f}%")
 
     return run_main(run, argv)

@@ -21,7 +21,7 @@ import numpy as np
 
 import n_mnist
 import saccade_emulator
-from cli import run_main
+from cli import ArgumentParser, run_main
 from preprocessing_n_mnist import convert_split
 
 TARGET_FILES_PER_SECOND = 10_000
@@ -78,7 +78,7 @@ def best_seconds(task, repeats):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=DEFAULT_FILES, help="recordings to convert (default: %(default)s)")
     parser.add_argument("--baseline-files", type=int, default=DEFAULT_BASELINE_FILES,
                         help="recordings for the per-event loop (default: %(default)s)")

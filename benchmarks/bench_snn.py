@@ -21,7 +21,7 @@ import models
 import spiking_utils
 from architectures import precision_to_k
 from benchmarks.literal_snn import literal_simulation
-from cli import run_main
+from cli import ArgumentParser, run_main
 from n_mnist import load_frame_counts
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 from training import default_model_dir
@@ -85,7 +85,7 @@ def float32_potential_error(network, frames, time_steps):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lenet", choices=["lenet", "mlp"])
     parser.add_argument("--precision", default="k1", choices=["k0", "k1", "k2"])
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DEMO_OUT)

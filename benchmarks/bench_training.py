@@ -22,7 +22,7 @@ import numpy as np
 import models
 import training
 from architectures import MODEL_NAMES, precision_to_k
-from cli import REPO_ROOT, UserError, run_main
+from cli import REPO_ROOT, ArgumentParser, UserError, run_main
 from n_mnist import FRAME_SCALE, SENSOR_SIZE, load_frames
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 
@@ -76,7 +76,7 @@ def hours_minutes(seconds):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="default: %(default)s")
     parser.add_argument("--samples", type=int, default=60_000, help="training samples per epoch (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per precision, after one warm-up (default: %(default)s)")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from architectures import DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES
-from cli import REPO_ROOT, UserError, atomic_path, read_json_object
+from cli import REPO_ROOT, ArgumentParser, UserError, atomic_path, read_json_object
 from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final
 
 DEFAULT_BATCH_SIZE = LOG_BATCH_SIZE  # only used when a folder has no snn_results.json
@@ -91,20 +91,29 @@ def read_column(path):
     return values
 
 
-def infer_time_steps(spike_num, sop_num):
-    """Largest divisor T of the line count such that both counters never decrease inside a
-    block of T lines (they are cumulative within a batch and restart at each batch).
+def infer_time_steps(spike_num, sop_num, where="logs"):
+    """T, from where the cumulative counters restart: at a batch's first step a counter drops.
 
-    A block size T qualifies exactly when every line where a counter drops starts a block,
-    i.e. when T divides each such line index; the largest such divisor of the line count is
-    the greatest common divisor of the line count and those indices.
+    T is the greatest common divisor of the restart lines (the whole file when nothing ever
+    restarts: one batch). The lines must then be whole batches, each boundary a restart;
+    otherwise lines are missing or extra, and a UserError says so (`where` names the folder).
     """
     count = len(spike_num)
-    drops = [np.flatnonzero(np.diff(column) < 0) + 1 for column in (spike_num, sop_num)]
-    return int(np.gcd.reduce(np.concatenate([[count], *drops]).astype(np.int64)))
+    restarts = np.union1d(*[np.flatnonzero(np.diff(column) < 0) + 1 for column in (spike_num, sop_num)])
+    if len(restarts) == 0:
+        return count
+    time_steps = int(np.gcd.reduce(restarts))
+    boundaries = np.arange(time_steps, count, time_steps)
+    if count % time_steps or len(restarts) != len(boundaries):
+        raise UserError(
+            f"{where}: the cumulative counters restart at lines {', '.join(str(line + 1) for line in restarts[:4])}"
+            f"{', ...' if len(restarts) > 4 else ''} of {count}: not every T lines for any T that divides "
+            f"the line count (lines missing or extra?); pass --time-steps if you know T")
+    return time_steps
 
 
-def _read_results_json(path, count):
+def _read_results_json(path, model=None):
+    """(time_steps, n_test, batch_size or None) from snn_results.json, checked."""
     results = read_json_object(path)
     numbers = {}
     for key in ("time_steps", "n_test"):
@@ -112,15 +121,20 @@ def _read_results_json(path, count):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{path}: '{key}' must be a positive integer, got {value!r}")
         numbers[key] = value
-    if count % numbers["time_steps"]:
-        raise UserError(
-            f"{path.parent / LOG_FILES[0]}: {count} lines is not a multiple of "
-            f"time_steps={numbers['time_steps']} from {path.name}")
-    return numbers["time_steps"], numbers["n_test"]
+    if model is not None and results.get("model", model) != model:
+        raise UserError(f"{path}: logs of model {results['model']!r}, not {model!r} (check --log-root and --model)")
+    batch_size = results.get("batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        batch_size = None  # written before batch_size was recorded
+    return numbers["time_steps"], numbers["n_test"], batch_size
 
 
-def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE):
-    """Read the four §4 log files of `folder` into an `SnnLog` (per-sample, per-step numbers)."""
+def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE, time_steps=None, model=None):
+    """Read the four §4 log files of `folder` into an `SnnLog` (per-sample, per-step numbers).
+
+    T and N come from the folder's snn_results.json; without it T is `time_steps` or inferred
+    from the counters, and N = batches x `batch_size`. `model`, when given, must match the JSON's.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such log folder")
@@ -134,25 +148,41 @@ def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE):
 
     results_path = folder / RESULTS_FILE
     if results_path.exists():
-        time_steps, n_test = _read_results_json(results_path, count)
-        n_batches = count // time_steps
+        time_steps, n_test, json_batch_size = _read_results_json(results_path, model)
+        where = f"time_steps={time_steps} from {RESULTS_FILE}"
     else:
         if batch_size < 1:
             raise UserError(f"batch size must be positive, got {batch_size}")
-        time_steps = infer_time_steps(spike_num, sop_num)
-        n_batches = count // time_steps
-        n_test = n_batches * batch_size
+        where = f"--time-steps {time_steps}" if time_steps else "the inferred T"
+        time_steps = time_steps or infer_time_steps(spike_num, sop_num, where=folder)
+        json_batch_size, n_test = None, None
+    if count % time_steps:
+        raise UserError(f"{folder / LOG_FILES[0]}: {count} lines is not a multiple of {where}")
+    n_batches = count // time_steps
+    n_test = n_test or n_batches * batch_size
+    line_batch_size = json_batch_size or -(-n_test // n_batches)  # every batch but the last is full
 
     for name, column in columns.items():
         if name != "spike_collect.txt" and column.min() < 0:
             line = int(np.argmax(column < 0)) + 1
             raise UserError(f"{folder / name}:{line}: negative count {column[line - 1]}")
+    for name in ("spike_num.txt", "sop_num.txt"):
+        within_batches = np.diff(columns[name].reshape(n_batches, time_steps), axis=1)
+        if within_batches.min(initial=0) < 0:
+            batch, step = np.argwhere(within_batches < 0)[0]
+            line = batch * time_steps + step + 2
+            raise UserError(f"{folder / name}:{line}: the cumulative counter decreases inside a batch of "
+                            f"{time_steps} steps ({where})")
     bad = np.flatnonzero(np.abs(spike_collect) > spike_num)
     if len(bad):
         line = int(bad[0]) + 1
         raise UserError(
             f"{folder / 'spike_collect.txt'}:{line}: net spike count {spike_collect[line - 1]} "
             f"exceeds spike_num {spike_num[line - 1]}")
+    if correct.max() > line_batch_size:
+        line = int(np.argmax(correct)) + 1
+        raise UserError(f"{folder / 'accuracy.txt'}:{line}: {correct[line - 1]} correct predictions in a batch "
+                        f"of at most {line_batch_size} samples (wrong --batch-size?)")
 
     def per_step(column):  # sum over batches of each step's line
         return column.reshape(n_batches, time_steps).sum(axis=0)
@@ -185,13 +215,6 @@ def has_logs(folder):
 
 # --------------------------------------------------------------------------- figure scripts
 
-class _Parser(argparse.ArgumentParser):
-    """Argument errors become one-line UserErrors (see cli.run_main)."""
-
-    def error(self, message):
-        raise UserError(message)
-
-
 def _positive_int(text):
     try:
         value = int(text)
@@ -204,7 +227,7 @@ def _positive_int(text):
 
 def figure_parser(description, compare=False):
     """The flags every figure script takes (plus --compare-root where `compare`)."""
-    parser = _Parser(description=description)
+    parser = ArgumentParser(description=description)
     parser.add_argument("--model", choices=MODEL_NAMES, default=None,
                         metavar="{" + "|".join(MODEL_NAMES) + "}",
                         help="plot one model (default: both)")
@@ -216,9 +239,13 @@ def figure_parser(description, compare=False):
     parser.add_argument("--batch-size", metavar="N", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"SNN batch size, used only for a log folder without {RESULTS_FILE} "
                              "(default: %(default)s, the authors' batch)")
+    parser.add_argument("--time-steps", metavar="T", type=_positive_int, default=None,
+                        help=f"time steps per batch, used only for a log folder without {RESULTS_FILE} "
+                             "(default: inferred from where the cumulative counters restart)")
     parser.add_argument("--ann-results", metavar="PATH", type=Path, default=None,
-                        help="full-precision ANN results JSON "
-                             "(default: <Model>/checkpoints/full/ann_results.json)")
+                        help="full-precision ANN results JSON, drawn as the ANN's accuracy "
+                             "(default: <Model>/checkpoints/full/ann_results.json when --log-root is "
+                             "not given; with --log-root, none unless given)")
     if compare:
         parser.add_argument("--compare-root", metavar="DIR", type=Path, default=None,
                             help="a second set of logs (same layout as --log-root) drawn dashed, "
@@ -233,6 +260,11 @@ def note(message):
     print(message, file=sys.stderr)
 
 
+def holds_model_logs(root):
+    """True when `root` itself holds k0/, k1/ or k2/ logs (one model's), not <Model>/k*/."""
+    return any(has_logs(Path(root) / f"k{k}") for k in KS)
+
+
 def resolve_log_root(root, model):
     """Folder holding k0/, k1/, k2/ for `model`: the default <Model>/figs, `root` itself, or
     `root/<Model>` when `root` has no k*/ logs but that folder exists (one root for both models).
@@ -241,12 +273,12 @@ def resolve_log_root(root, model):
         return REPO_ROOT / MODEL_FOLDERS[model] / "figs"
     root = Path(root)
     nested = root / MODEL_FOLDERS[model]
-    if not any(has_logs(root / f"k{k}") for k in KS) and nested.is_dir():
+    if not holds_model_logs(root) and nested.is_dir():
         return nested
     return root
 
 
-def load_model_logs(root, model, batch_size, required=True):
+def load_model_logs(root, model, batch_size, required=True, time_steps=None):
     """{k: SnnLog} of the precisions logged under `root`; prints a note naming missing ones.
 
     A precision whose folder has none of the log files is missing; one with only some of
@@ -257,7 +289,7 @@ def load_model_logs(root, model, batch_size, required=True):
     for k in KS:
         folder = root / f"k{k}"
         if has_logs(folder):
-            logs[k] = read_logs(folder, batch_size)
+            logs[k] = read_logs(folder, batch_size, time_steps=time_steps, model=model)
         else:
             missing.append(k)
     if not logs:
@@ -272,13 +304,11 @@ def load_model_logs(root, model, batch_size, required=True):
 
 
 def read_ann_accuracy(path, model):
-    """Full-precision ANN accuracy (fraction) from `ann_results.json`, or None (with a note)."""
-    if path is None:
-        path = REPO_ROOT / MODEL_FOLDERS[model] / "checkpoints" / "full" / "ann_results.json"
+    """Full-precision ANN accuracy (fraction) from `ann_results.json` at `path`; UserError if absent."""
     path = Path(path)
-    if not path.exists():
-        note(f"note: {path} not found; plotting {DISPLAY_NAMES[model]} without the ANN accuracy")
-        return None
+    if not path.is_file():
+        raise UserError(f"{path}: ANN results file not found (run the full-precision ANN inference, "
+                        "or leave out --ann-results)")
     results = read_json_object(path)
     if "model" in results and results["model"] != model:
         raise UserError(f"{path}: holds results of model {results['model']!r}, not {model!r} "
@@ -291,6 +321,25 @@ def read_ann_accuracy(path, model):
     return float(accuracy)
 
 
+def ann_accuracy_for(args, model):
+    """The ANN accuracy to draw beside the SNNs, or None (with a note saying why).
+
+    --ann-results wins; otherwise the repository's own full-precision result, but only for the
+    repository's own logs: logs from elsewhere (the authors', say) belong to another ANN.
+    """
+    if args.ann_results is not None:
+        return read_ann_accuracy(args.ann_results, model)
+    if args.log_root is not None:
+        note(f"note: {DISPLAY_NAMES[model]}: no ANN accuracy drawn for logs under {args.log_root} "
+             "(pass --ann-results to draw one)")
+        return None
+    default = REPO_ROOT / MODEL_FOLDERS[model] / "checkpoints" / "full" / "ann_results.json"
+    if not default.is_file():
+        note(f"note: {default} not found; plotting {DISPLAY_NAMES[model]} without the ANN accuracy")
+        return None
+    return read_ann_accuracy(default, model)
+
+
 @dataclass(frozen=True)
 class FigureInputs:
     """Everything one model's figure needs, read before any figure is written."""
@@ -301,17 +350,31 @@ class FigureInputs:
     compare_logs: dict  # {k: SnnLog} from --compare-root ({} without it)
 
 
+def check_root(root, flag, model):
+    """UserError for a root that does not exist, or that holds one model's k*/ logs while both
+    models are plotted (the figures of the other model would show the wrong logs)."""
+    if root is None:
+        return
+    if not Path(root).is_dir():
+        raise UserError(f"{root}: no such folder ({flag})")
+    if model is None and holds_model_logs(root):
+        raise UserError(f"{root}: holds one model's k0/ k1/ k2/ logs; name that model with --model "
+                        f"{'|'.join(MODEL_NAMES)} ({flag})")
+
+
 def load_figure_inputs(args):
     """Read the logs (and ANN results) of every selected model; raise before plotting anything."""
+    compare_root = getattr(args, "compare_root", None)
+    check_root(args.log_root, "--log-root", args.model)
+    check_root(compare_root, "--compare-root", args.model)
     inputs = []
     for model in (args.model,) if args.model else MODEL_NAMES:
-        logs = load_model_logs(args.log_root, model, args.batch_size)
-        compare_root = getattr(args, "compare_root", None)
+        logs = load_model_logs(args.log_root, model, args.batch_size, time_steps=args.time_steps)
         compare_logs = {}
         if compare_root is not None:
-            compare_logs = load_model_logs(compare_root, model, args.batch_size, required=False)
-        ann_accuracy = read_ann_accuracy(args.ann_results, model)
-        inputs.append(FigureInputs(model, logs, ann_accuracy, compare_logs))
+            compare_logs = load_model_logs(compare_root, model, args.batch_size, required=False,
+                                           time_steps=args.time_steps)
+        inputs.append(FigureInputs(model, logs, ann_accuracy_for(args, model), compare_logs))
     return inputs
 
 

@@ -3,6 +3,7 @@ import json
 import math
 import runpy
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import models
 import training
 from architectures import ARCHITECTURES, BN_EPSILON, BN_MOMENTUM, MODEL_NAMES, PRECISIONS, precision_to_k
 from cli import UserError
-from conftest import assert_one_line_error, file_arrays, random_parameters, run_script, weighted_sum, write_parameters
+from conftest import REPO, assert_one_line_error, file_arrays, random_parameters, run_script, weighted_sum, write_parameters
 from quantization import QuantizedReLU
 
 KS = (0, 1, 2)
@@ -365,6 +366,57 @@ def test_resume_without_state_or_checkpoint_is_an_error(remove, frame_data, one_
         train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
 
 
+def test_resume_checks_the_checkpoint_itself_not_only_the_state(frame_data, one_epoch_mlp_k1, tmp_path):
+    k0_dir = tmp_path / "k0"
+    train_quietly("mlp", "k0", frame_data, k0_dir, epochs=1)
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    shutil.copy(k0_dir / "checkpoint_epoch0001.keras", model_dir / "checkpoint_epoch0001.keras")  # k0 in a k1 run
+    with pytest.raises(UserError, match="holds model 'mlp_k0' with quantizer k \\[0\\], not mlp k1"):
+        train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
+    (model_dir / "checkpoint_epoch0001.keras").write_bytes(b"PK torn")
+    with pytest.raises(UserError, match="cannot load the checkpoint"):
+        train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
+
+
+@pytest.mark.parametrize("state", ["[1, 2]", '{"model": "mlp", "k": 1}', "{not json"])
+def test_a_malformed_training_state_is_a_one_line_error(state, frame_data, one_epoch_mlp_k1, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    (model_dir / training.STATE_FILE).write_text(state)
+    with pytest.raises(UserError, match="training_state.json: (malformed|unreadable) training state"):
+        train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
+
+
+@pytest.mark.parametrize("change,flag", [(dict(learning_rate=1e-3), "--lr"), (dict(batch_size=50), "--batch-size"),
+                                         (dict(seed=9), "--seed"), (dict(train_limit=100), "--train-limit"),
+                                         (dict(epochs=0), "--epochs")])
+def test_resume_refuses_other_settings_than_the_interrupted_run(change, flag, frame_data, one_epoch_mlp_k1, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    options = {"epochs": 2, **change}
+    with pytest.raises(UserError, match=flag if flag != "--epochs" else "finished 1 epochs already, more than --epochs 0"):
+        train_quietly("mlp", "k1", frame_data, model_dir, resume=True, **options)
+    assert json.loads((model_dir / training.STATE_FILE).read_text())["epochs_done"] == 1  # nothing was touched
+
+
+def test_starting_afresh_removes_every_output_of_the_earlier_run(frame_data, one_epoch_mlp_k1, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    (model_dir / training.ANN_RESULTS_FILE).write_text("{}")
+    with pytest.raises(UserError, match="NaN in epoch 1; no epoch finished, nothing was written"):
+        train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, learning_rate=1e38)
+    assert sorted(path.name for path in model_dir.iterdir()) == []  # no stale parameters to evaluate by mistake
+
+
+def test_default_paths_do_not_depend_on_the_working_directory():
+    assert training.parse_args("lenet", "k1", []).data == REPO / "data" / "n_mnist.npz"
+    help_text = subprocess.run([sys.executable, "training_k1_lenet_n_mnist.py", "--help"], cwd=REPO / "LeNet",
+                               capture_output=True, text=True, timeout=120).stdout
+    help_text = " ".join(help_text.split())  # argparse wraps lines
+    assert "default: data/n_mnist.npz" in help_text and "default: LeNet/checkpoints/k1/" in help_text
+
+
 def test_resume_flag_without_checkpoint_exits_with_one_line(frame_data, tmp_path):
     completed = run_script("MLP/training_k0_mlp_n_mnist.py", "--resume", "--epochs", "1", "--data", frame_data,
                            "--model-dir", tmp_path / "empty")
@@ -516,7 +568,7 @@ def test_load_parameters_pickled_missing_and_garbage_files(valid_mlp_k1, tmp_pat
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"this is not a zip archive")
     missing = tmp_path / "nowhere" / "model_n_mnist.npz"
-    for path, fragment in [(pickled, "not a readable parameter file"), (garbage, "not a readable parameter file"),
+    for path, fragment in [(pickled, "not a readable parameter file"), (garbage, "not a parameter file (an .npz file is a zip archive; this one is not)"),
                            (missing, "parameter file not found")]:
         with pytest.raises(UserError) as error:
             models.load_parameters(path)

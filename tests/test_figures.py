@@ -135,6 +135,28 @@ def test_line_count_not_a_multiple_of_time_steps(tmp_path):
     _expect_error(folder, "accuracy.txt", "18 lines", "time_steps=4")
 
 
+@pytest.mark.parametrize("cut", ["last line", "first 3 lines"])
+def test_lines_missing_from_logs_without_json_are_rejected(tmp_path, cut):
+    folder = write_logs(tmp_path)  # 3 batches of T = 6, no snn_results.json: T must be inferred
+    for name in ("accuracy.txt", "spike_num.txt", "spike_collect.txt", "sop_num.txt"):
+        lines = (folder / name).read_text().splitlines()
+        lines = lines[:-1] if cut == "last line" else lines[3:]
+        (folder / name).write_text("\n".join(lines) + "\n")
+    _expect_error(folder, str(folder), "not every T lines", "--time-steps", batch_size=4)
+
+
+def test_time_steps_given_by_hand_for_logs_without_json(tmp_path):
+    folder = write_logs(tmp_path)
+    assert read_logs(folder, batch_size=4, time_steps=6).time_steps == 6
+    _expect_error(folder, "18 lines is not a multiple of --time-steps 4", batch_size=4, time_steps=4)
+    _expect_error(folder, "spike_num.txt:7", "decreases inside a batch of 9 steps", batch_size=4, time_steps=9)
+
+
+def test_more_correct_answers_than_a_batch_holds_is_rejected(tmp_path):
+    folder = write_logs(tmp_path)
+    _expect_error(folder, "accuracy.txt:3", "4 correct predictions in a batch of at most 3", batch_size=3)
+
+
 def test_non_whole_value_rejected(tmp_path):
     folder = write_logs(tmp_path)
     lines = (folder / "spike_num.txt").read_text().splitlines()
@@ -188,14 +210,73 @@ def test_figures_from_generated_logs(tmp_path, capsys, module, name):
     assert not list((tmp_path / "out").glob(".*tmp*"))  # no temporary file left behind
 
 
+def write_distinct_run(root):
+    """k0, k1, k2 logs whose numbers differ: counters x (k + 1); k = 2 loses one answer at the last step."""
+    for k in (0, 1, 2):
+        correct = np.array(CORRECT)
+        if k == 2:
+            correct[0, -1] -= 1  # per-step sums 3, 7, 12, 11, 12, 11: 91.67% from step 6
+        write_logs(Path(root) / f"k{k}", correct=correct, spike_num=np.array(SPIKE_NUM) * (k + 1),
+                   spike_collect=np.array(SPIKE_COLLECT) * (k + 1), sop_num=np.array(SOP_NUM) * (k + 1),
+                   results={"time_steps": 6, "n_test": N_TEST, "model": "mlp", "k": k})
+    return Path(root)
+
+
+def drawn_texts(figure):
+    """Every piece of text on a figure: legend entries, bar labels, tick labels, titles."""
+    from matplotlib.text import Text
+
+    return {text.get_text() for text in figure.findobj(Text)}
+
+
+def test_figure_texts_are_computed_from_the_logs(tmp_path):
+    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp", batch_size=4)
+    ann_accuracy = 0.9643
+    texts = drawn_texts(accuracy_speed.plot_accuracy("mlp", logs, ann_accuracy))
+    # by hand: k0 and k1 reach 12/12 from step 5 on (see CORRECT); k2 ends at 11/12 from step 6
+    assert {"k=0: 100.00% after 5 steps", "k=1: 100.00% after 5 steps", "k=2: 91.67% after 6 steps",
+            "full-precision ANN: 96.43%"} <= texts
+    texts = drawn_texts(sops.plot_sops("mlp", logs, ann_accuracy))
+    # SOPs per sample at the last step: 500 / 12 x (k + 1); the ANN's 492,000 operations
+    assert {"42\n(0.0% of ANN)", "83\n(0.0% of ANN)", "125\n(0.0% of ANN)", "492,000"} <= texts
+    assert {"SNN k=0\n100.00%", "SNN k=2\n91.67%", "ANN (full)\n96.43%"} <= texts
+    texts = drawn_texts(sparsity.plot_sparsity("mlp", logs, ann_accuracy))
+    # positive (86 + 62) / 2 / 12 x (k + 1) = 6.17, 12.33, 18.5; negative (86 - 62) / 2 / 12 x (k + 1)
+    assert {"6.2", "12.3", "18.5", "1.0", "2.0", "3.0", "800"} <= texts
+
+
 def test_accuracy_figure_with_comparison_and_no_ann(tmp_path, capsys):
     root = write_run(tmp_path / "logs")
     other = write_run(tmp_path / "other", ks=(1,))
     accuracy_speed.main(["--model", "mlp", "--log-root", str(root), "--compare-root", str(other),
-                         "--out-dir", str(tmp_path), "--ann-results", str(tmp_path / "absent.json")])
+                         "--out-dir", str(tmp_path)])
     out, err = capsys.readouterr()
     assert (tmp_path / "smlp_accuracy_n_mnist.png").stat().st_size > 10_000
-    assert "absent.json" in err  # the note about the missing ANN results
+    assert "no ANN accuracy drawn" in err  # logs from elsewhere: not our ANN's line
+
+
+def test_a_missing_ann_results_file_or_compare_root_that_was_asked_for_is_an_error(tmp_path):
+    root = write_run(tmp_path / "logs")
+    with pytest.raises(UserError, match="absent.json: ANN results file not found"):
+        sops.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path),
+                   "--ann-results", str(tmp_path / "absent.json")])
+    with pytest.raises(UserError, match="typo: no such folder"):
+        accuracy_speed.main(["--model", "mlp", "--log-root", str(root), "--compare-root", str(tmp_path / "typo"),
+                             "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_one_model_s_logs_are_never_drawn_as_both_models(tmp_path):
+    root = write_run(tmp_path / "logs")  # k0/ k1/ k2/ of one model
+    with pytest.raises(UserError, match="name that model with --model"):
+        sops.main(["--log-root", str(root), "--out-dir", str(tmp_path)])
+    write_run(tmp_path / "lenet_logs")
+    for k in (0, 1, 2):
+        results = json.loads((tmp_path / "lenet_logs" / f"k{k}" / "snn_results.json").read_text())
+        (tmp_path / "lenet_logs" / f"k{k}" / "snn_results.json").write_text(json.dumps({**results, "model": "lenet"}))
+    with pytest.raises(UserError, match="logs of model 'lenet', not 'mlp'"):
+        sops.main(["--model", "mlp", "--log-root", str(tmp_path / "lenet_logs"), "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.glob("*.png"))
 
 
 def test_curve_label_from_logs(tmp_path):
@@ -206,8 +287,7 @@ def test_curve_label_from_logs(tmp_path):
 def test_missing_precision_plots_the_others(tmp_path, capsys):
     root = write_run(tmp_path / "logs", ks=(0, 2))
     (root / "k1").mkdir()  # an empty folder counts as missing, not as malformed
-    sparsity.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path / "out"),
-                   "--ann-results", str(tmp_path / "absent.json")])
+    sparsity.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path / "out")])
     assert (tmp_path / "out" / "smlp_spike_neuron_n_mnist.png").stat().st_size > 10_000
     assert "k1" in capsys.readouterr().err
 
@@ -221,8 +301,7 @@ def test_no_logs_at_all_is_an_error(tmp_path):
 def test_one_log_root_for_both_models(tmp_path, capsys):
     write_run(tmp_path / "logs" / "LeNet", ks=(0,))
     write_run(tmp_path / "logs" / "MLP", ks=(1,))
-    sops.main(["--log-root", str(tmp_path / "logs"), "--out-dir", str(tmp_path / "out"),
-               "--ann-results", str(tmp_path / "absent.json")])
+    sops.main(["--log-root", str(tmp_path / "logs"), "--out-dir", str(tmp_path / "out")])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "scnn_sop_n_mnist.png", "smlp_sop_n_mnist.png"]
 

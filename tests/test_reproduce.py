@@ -54,6 +54,11 @@ def test_the_whole_study_produces_every_output(study):
     assert (out_root / "RESULTS.md").is_file()
     done = [line for line in stage_lines(stdout) if "done in" in line]
     assert len(done) == N_STAGES - 1  # the data file exists already: its stage is complete
+    # one screen line per stage, with the stage's outcome; the full output went to the stage log
+    assert len(stage_lines(stdout)) == N_STAGES
+    assert any(re.search(r"\] SNN mlp k1: \d+\.\d\d% after \d+ of 12 steps; 0 predictions differ", line)
+               for line in done)
+    assert "lossless check:" in (out_root / reproduce.STAGE_LOG_FILE).read_text()
 
 
 def test_results_table_is_computed_from_the_result_files(study):
@@ -117,3 +122,63 @@ def test_missing_raw_data_fails_in_the_data_stage(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: stage 'data' failed: ")
     assert not (tmp_path / "frames.npz").exists()
+
+
+def copy_of(study, tmp_path):
+    out_root, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out_root, copy)
+    return copy
+
+
+def test_force_redoes_every_selected_stage(study, tmp_path):
+    from test_n_mnist import make_split, write_dataset
+    import numpy as np
+
+    copy = copy_of(study, tmp_path)
+    rng = np.random.default_rng(5)
+    write_dataset(tmp_path / "raw", {"Train": make_split(rng, 60), "Test": make_split(rng, 20)})
+    before = (copy / "MLP" / "checkpoints" / "k1" / "training_state.json").stat().st_mtime_ns
+    stdout = run_reproduce(["--raw", str(tmp_path / "raw"), "--data", str(tmp_path / "frames.npz"), "--out-root",
+                            str(copy), "--models", "mlp", "--precisions", "k1", "--force", *TINY_RUN])
+    names = [line.split("] ")[1].split(":")[0] for line in stage_lines(stdout)]
+    assert names == ["data", "train mlp k1", "ANN mlp k1", "SNN mlp k1", "figures mlp"]
+    assert all("done in" in line for line in stage_lines(stdout))
+    assert (copy / "MLP" / "checkpoints" / "k1" / "training_state.json").stat().st_mtime_ns > before
+    assert json.loads((copy / "MLP" / "figs" / "k1" / "snn_results.json").read_text())["n_test"] == 20
+
+
+def test_full_precision_alone_needs_no_figures_and_reports_only_its_rows(study, frame_data, tmp_path):
+    copy = copy_of(study, tmp_path)
+    stdout = run_reproduce(["--data", str(frame_data), "--out-root", str(copy), "--models", "mlp",
+                            "--precisions", "full", *TINY_RUN])
+    names = [line.split("] ")[1].split(":")[0] for line in stage_lines(stdout)]
+    assert names == ["data", "train mlp full", "ANN mlp full"]
+    rows = [line for line in (copy / "RESULTS.md").read_text().splitlines() if line.startswith("| MLP")]
+    assert len(rows) == 1 and rows[0].startswith("| MLP 400-400 | full |")
+
+
+def test_a_malformed_results_file_makes_its_stage_run_again(study, frame_data, tmp_path):
+    copy = copy_of(study, tmp_path)
+    (copy / "MLP" / "figs" / "k2" / "snn_results.json").write_text('{"time_steps": 12}')
+    stdout = run_reproduce(["--data", str(frame_data), "--out-root", str(copy), "--models", "mlp", *TINY_RUN])
+    redone = [line.split("] ")[1].split(":")[0] for line in stage_lines(stdout) if "done in" in line]
+    assert redone == ["SNN mlp k2", "figures mlp"]
+    assert "final_accuracy" in json.loads((copy / "MLP" / "figs" / "k2" / "snn_results.json").read_text())
+
+
+def test_results_report_the_epochs_trained_and_which_times_are_from_earlier_runs(study):
+    out_root, _ = study
+    args = reproduce.parse_args(["--out-root", str(out_root), *TINY_RUN, "--epochs", "7"])
+    timings = json.loads((out_root / reproduce.TIMINGS_FILE).read_text())
+    markdown = reproduce.results_markdown(reproduce.Paths(out_root), args, timings, ran_now={"ANN mlp k1"})
+    assert "; 1 training epochs;" in markdown  # what the training states say, not --epochs
+    assert f"| ANN mlp k1 | {timings['ANN mlp k1']:.1f} | this run |" in markdown
+    assert f"| train mlp k1 | {timings['train mlp k1']:.1f} | an earlier run |" in markdown
+    assert f"Total: {timings['ANN mlp k1']:.0f} s in this run, plus" in markdown
+
+
+def test_update_readme_refuses_another_out_root(tmp_path):
+    with pytest.raises(UserError, match="leave out --out-root"):
+        reproduce.main(["--out-root", str(tmp_path), "--update-readme"])
+    assert not list(tmp_path.iterdir())

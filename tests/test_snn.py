@@ -4,6 +4,7 @@ import runpy
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -339,6 +340,22 @@ def test_neuron_update_spikes_and_outlook(potential, count, spike, outlook):
     assert int(outlooks[0, 0]) == outlook
 
 
+def test_a_neuron_both_close_and_pending_keeps_its_sample_running():
+    """Huge parameters widen the float32 decision window past 1 threshold unit, so a neuron can be a
+    close call and still due to fire at the next step; the sample must then not retire early."""
+    params = crafted_mlp(0, layer2=[(0, 0, 2e4)], out=[(0, 3, 1.0)],
+                         bn1={("beta", 0): 10.0, **{("beta", unit): -1.0 for unit in range(1, 400)}},
+                         bn2={("mean", 0): 199_997.8, **{("beta", unit): -1.0 for unit in range(1, 400)}})
+    frames, labels = np.zeros((3, 34, 34, 1)), np.array([3, 0, 1])
+    network = convert(params)
+    window = float(spiking_utils.fast_layer(network.layers[1]).window)
+    assert window > 1.0  # the case the test is about
+    result = simulate(network, frames, 20, keep_counts=True, progress=False)
+    ours = {name: values.reshape(-1).tolist() for name, values in log_columns(result, labels).items()}
+    assert ours == literal_simulation(params, frames, labels, time_steps=20)
+    assert result.final_counts[1][0, 0] == 2  # 1e4 x 2e4 / 1 spikes in, from 199,997.8: round(2.2) = 2
+
+
 @pytest.mark.parametrize("shape,density", [((4, 15, 15, 12), 0.001), ((3, 6, 6, 64), 0.3), ((5, 400), 0.0),
                                            ((2, 7), 1.0)])
 def test_sparse_where_equals_tf_where(shape, density):
@@ -603,13 +620,39 @@ def test_write_logs_leaves_nothing_behind_on_failure(failure, tmp_path, monkeypa
     assert (log_dir / "accuracy.txt").read_text() == "old\n"
 
 
+def test_lossless_report_by_hand():
+    """3 samples, T = 4: sample 0 matches the ANN from step 2, sample 2 from step 4; sample 1 is still
+    spiking at the last step, so its neuron that differs is unsettled, not wrong."""
+    result = spiking_utils.SimulationResult(
+        spikes=np.array([[3, 1, 0, 0], [5, 4, 2, 1], [2, 2, 1, 0]]), net_spikes=np.zeros((3, 4), int),
+        sops=np.zeros((3, 4), int), predictions=np.array([[1, 7, 7, 7], [2, 2, 2, 2], [0, 0, 0, 4]]),
+        neuron_mismatches=np.array([3, 1, 0]), tie_mismatches=np.array([1, 0, 0]),
+        other_mismatches=np.array([0, 1, 0]), ann_predictions=np.array([7, 2, 4]))
+    network = SimpleNamespace(layers=[SimpleNamespace(output_shape=(4, 5)), SimpleNamespace(output_shape=(20,))])
+    report = spiking_utils.lossless_report(result, network)
+    assert report == {
+        "mismatching_neurons": 4, "mismatching_neuron_share": 4 / 120,
+        "samples_with_mismatching_neurons": 2, "samples_with_mismatching_neurons_share": 2 / 3,
+        "rounding_tie_neurons": 1, "downstream_of_ties_neurons": 2,
+        "samples_still_spiking_at_the_last_step": 1, "unsettled_neurons": 1, "other_mismatching_neurons": 0,
+        "mismatching_predictions": 0, "mismatching_prediction_share": 0.0,
+        "first_step_all_predictions_match": 4,
+    }
+    result.predictions[2, -1] = 0  # sample 2 never agrees: no step from which all match
+    report = spiking_utils.lossless_report(result, network)
+    assert report["first_step_all_predictions_match"] is None and report["mismatching_predictions"] == 1
+    line = evaluation.lossless_summary(report, 3)
+    assert "in 2 samples, 66.67%" in line and "1 in the 1 samples still spiking" in line and line.endswith("never")
+
+
 def test_steps_to_final_and_summary():
     assert steps_to_final([0.5, 0.5]) == 1
     assert steps_to_final([0.1, 0.9, 0.8, 0.9]) == 4
     assert steps_to_final([0.1, 0.9, 0.9, 0.9]) == 2
     columns = {"accuracy.txt": np.array([[1, 2, 3], [0, 1, 1]]), "spike_num.txt": np.array([[4, 8, 10], [2, 2, 6]]),
                "spike_collect.txt": np.array([[4, 6, 6], [2, 2, 2]]), "sop_num.txt": np.array([[0, 10, 30], [0, 0, 20]])}
-    summary = evaluation.summarize_logs(columns, 4, 3, "mlp")
+    summary = evaluation.summarize_logs(columns, 4, 3, "mlp", 1, 2)
+    assert (summary["model"], summary["k"], summary["batch_size"]) == ("mlp", 1, 2)
     assert summary["accuracy_per_step"] == [0.25, 0.75, 1.0] and summary["final_accuracy"] == 1.0
     assert summary["steps_to_final"] == 3
     assert summary["positive_spikes_per_sample"] == (16 + 8) / 2 / 4 and summary["negative_spikes_per_sample"] == 1.0
@@ -715,7 +758,8 @@ def broken_file(source_dir, target_dir, **changes):
 
 
 BAD_INPUT_CASES = ["missing file", "other model", "full precision", "other k", "missing array", "wrong shape",
-                   "non-positive variance", "time steps 0", "batch size 0", "test limit 0", "unwritable log dir"]
+                   "non-positive variance", "zero gamma", "time steps 0", "time steps not a number", "batch size 0",
+                   "test limit 0", "unwritable log dir"]
 
 
 def bad_input(case, model, k, parameter_files, tmp_path):
@@ -740,8 +784,14 @@ def bad_input(case, model, k, parameter_files, tmp_path):
         var = np.load(own / models.PARAMETERS_FILE, allow_pickle=False)["bn2_var"].copy()
         var[3] = 0.0
         own, fragment = broken_file(own, tmp_path / "m", bn2_var=var), "bn2_var holds a non-positive variance"
+    elif case == "zero gamma":
+        gamma = np.load(own / models.PARAMETERS_FILE, allow_pickle=False)["bn1_gamma"].copy()
+        gamma[0] = 0.0
+        own, fragment = broken_file(own, tmp_path / "m", bn1_gamma=gamma), "bn1_gamma holds a zero"
     elif case == "time steps 0":
         extra, fragment = ["--time-steps", "0"], "must be at least 1"
+    elif case == "time steps not a number":
+        extra, fragment = ["--time-steps", "abc"], "--time-steps: invalid int value: 'abc'"
     elif case == "batch size 0":
         extra, fragment = ["--batch-size", "0"], "must be at least 1"
     elif case == "test limit 0":
@@ -768,7 +818,7 @@ def test_snn_script_bad_input(case, model, precision, parameter_files, frame_dat
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: "), captured.err
     assert fragment in captured.err, captured.err
-    if case not in ("time steps 0", "batch size 0", "test limit 0"):
+    if case not in ("time steps 0", "time steps not a number", "batch size 0", "test limit 0"):
         assert str(model_dir if case != "unwritable log dir" else log_dir) in captured.err
     written = list(log_dir.iterdir()) if log_dir.is_dir() else []
     assert written == []  # nothing simulated, nothing written

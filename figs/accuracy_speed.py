@@ -8,6 +8,9 @@ from cli import run_main
 from figs.snn_logs import (ANN_COLOR, K_COLORS, figure_parser, load_figure_inputs, output_path,
                            percent, pyplot, save_figure)
 
+ZOOM_HEADROOM = 0.6  # percentage points above 100% in the zoomed panel, so a 100% curve and its marker show whole
+K_MARKERS = {0: "o", 1: "s", 2: "^"}  # different shapes, so that curves lying on top of each other stay visible
+
 DESCRIPTION = ("Plot SNN test accuracy against the time step for k = 0, 1, 2 "
                "(<prefix>_accuracy_n_mnist.png).")
 
@@ -26,7 +29,7 @@ def zoom_window(all_logs, ann_accuracy):
         finals.append(100 * ann_accuracy)
     spread = max(finals) - min(finals)
     y_low = max(0.0, min(finals) - max(2.0, 1.5 * spread))
-    y_high = min(100.0, max(finals) + max(0.5, 0.3 * spread))
+    y_high = min(100.0 + ZOOM_HEADROOM, max(finals) + max(0.5, 0.3 * spread))  # a curve at 100% stays whole
     longest = max(log.time_steps for log in all_logs)
     x_max = min(longest, max(log.steps_to_final for log in all_logs) + 6)
     return max(x_max, min(longest, 5)), y_low, y_high
@@ -43,8 +46,8 @@ def plot_accuracy(model, logs, ann_accuracy=None, compare_logs=None, compare_lab
 
     def draw(log, k, dashed, label):
         steps = np.arange(1, log.time_steps + 1)
-        style = dict(color=K_COLORS[k], linestyle="--" if dashed else "-",
-                     linewidth=1.4 if dashed else 1.8, marker=None if dashed else "o", markersize=3.5)
+        style = dict(color=K_COLORS[k], linestyle="--" if dashed else "-", linewidth=1.4 if dashed else 1.8,
+                     marker=None if dashed else K_MARKERS[k], markersize=3.5, markerfacecolor="none" if k == 2 else None)
         (line,) = whole.plot(steps, 100 * log.accuracy, label=label, **style)
         zoom.plot(steps, 100 * log.accuracy, **style)
         # the step from which the accuracy stays final
@@ -87,7 +90,8 @@ def plot_accuracy(model, logs, ann_accuracy=None, compare_logs=None, compare_lab
         axes.set_xlabel("time step")
         axes.set_ylabel("test accuracy (%)")
         axes.grid(True, alpha=0.3)
-    zoom.xaxis.get_major_locator().set_params(integer=True)
+    for axes in (whole, zoom):
+        axes.xaxis.get_major_locator().set_params(integer=True)  # time steps are whole numbers
     figure.suptitle(f"{DISPLAY_NAMES[model]} on N-MNIST: SNN accuracy vs time step", fontsize=14)
     figure.tight_layout()
     # one legend column per group (ours, compared, ANN and markers), below the panels

@@ -159,8 +159,9 @@ def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE, time_steps=None, model=None
     if count % time_steps:
         raise UserError(f"{folder / LOG_FILES[0]}: {count} lines is not a multiple of {where}")
     n_batches = count // time_steps
-    n_test = n_test or n_batches * batch_size
-    line_batch_size = json_batch_size or -(-n_test // n_batches)  # every batch but the last is full
+    if n_test is None:  # no snn_results.json: full batches of `batch_size`
+        n_test, json_batch_size = n_batches * batch_size, batch_size
+    line_batch_size = json_batch_size or n_test  # an older snn_results.json does not record the batch size
 
     for name, column in columns.items():
         if name != "spike_collect.txt" and column.min() < 0:

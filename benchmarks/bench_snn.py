@@ -21,7 +21,7 @@ import models
 import spiking_utils
 from architectures import precision_to_k
 from benchmarks.literal_snn import literal_simulation
-from cli import ArgumentParser, run_main
+from cli import ArgumentParser, UserError, run_main
 from n_mnist import load_frame_counts
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 from training import default_model_dir
@@ -95,6 +95,9 @@ def main(argv=None):
     parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS)
     parser.add_argument("--repeats", type=int, default=3, help="runs of spiking_utils (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.literal_samples % spiking_utils.LOG_BATCH_SIZE or not 0 < args.literal_samples <= args.samples:
+        raise UserError(f"--literal-samples must be a multiple of the log batch ({spiking_utils.LOG_BATCH_SIZE}) "
+                        f"and at most --samples, so that its log lines compare with whole batches")
     spiking_utils.configure_threads()
 
     model_dir = args.model_dir or default_model_dir(args.model, args.precision)

@@ -113,6 +113,26 @@ def test_quantizer_rejects_bad_k(k):
 # The Keras models
 
 
+# ALGORITHM.md §2, typed from its tables (not from architectures.py): (layer, kernel shape, output shape).
+SECTION_2 = {
+    "lenet": [("conv1", (5, 5, 1, 12), (30, 30, 12)), ("conv2", (2, 2, 12, 12), (15, 15, 12)),
+              ("conv3", (4, 4, 12, 64), (12, 12, 64)), ("conv4", (2, 2, 64, 64), (6, 6, 64)),
+              ("out", (2304, 10), (10,))],
+    "mlp": [("dense1", (1156, 400), (400,)), ("dense2", (400, 400), (400,)), ("out", (400, 10), (10,))],
+}
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_layers_are_those_of_section_2(model):
+    net = models.build_model(model, 1)
+    for name, kernel_shape, output_shape in SECTION_2[model]:
+        layer = net.get_layer(name)
+        assert tuple(layer.kernel.shape) == kernel_shape, name
+        assert tuple(layer.output.shape[1:]) == output_shape, name
+    assert [layer.strides for layer in net.layers if isinstance(layer, keras.layers.Conv2D)] == (
+        [(1, 1), (2, 2), (1, 1), (2, 2)] if model == "lenet" else [])
+
+
 @pytest.mark.parametrize("model,precision", ALL)
 def test_model_structure(model, precision):
     k = precision_to_k(precision)

@@ -1,0 +1,35 @@
+"""The benchmark scripts run end to end on tiny inputs and print their comparison (the real
+measurements are long; their numbers are in the README)."""
+import re
+import subprocess
+import sys
+
+from conftest import REPO, random_parameters, write_parameters
+
+
+def run_benchmark(script, *args):
+    completed = subprocess.run([sys.executable, f"benchmarks/{script}", *map(str, args)], cwd=REPO,
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout
+
+
+def test_preprocessing_benchmark_compares_both_forms_with_the_per_event_loop():
+    out = run_benchmark("bench_preprocessing.py", "--files", 60, "--baseline-files", 10, "--repeats", 1)
+    assert re.search(r"project path, folder: +[\d,]+ files/s", out) and re.search(r"project path, zip +: +[\d,]+ files/s", out)
+    assert re.search(r"speed-up over the per-event loop: [\d,]+x \(folder\), [\d,]+x \(zip\)", out)
+    assert out.count("target >= 10,000 files/s in one process") == 2
+
+
+def test_training_benchmark_times_both_precisions(frame_data):
+    out = run_benchmark("bench_training.py", "--models", "mlp", "--samples", 400, "--epochs", 1)
+    assert re.search(r"mlp", out) and re.search(r"k1", out) and "%" in out
+
+
+def test_snn_benchmark_checks_the_logs_against_the_literal_simulator(frame_data, tmp_path, frames):
+    write_parameters(tmp_path / "model_n_mnist.npz", random_parameters("mlp", 1, seed=3, frames=frames[2]))
+    out = run_benchmark("bench_snn.py", "--model", "mlp", "--precision", "k1", "--data", frame_data,
+                        "--model-dir", tmp_path, "--samples", 100, "--literal-samples", 50, "--time-steps", 12,
+                        "--repeats", 1)
+    assert "logs identical to the literal ones on the subset: True" in out
+    assert re.search(r"speed-up [\d.]+x", out)

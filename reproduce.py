@@ -124,7 +124,7 @@ def build_stages(args, paths, screen=sys.stdout):
         else:
             print(preprocessing_n_mnist.convert_dataset(args.raw, data, progress=False))
         arrays = n_mnist.load_frame_counts(data)
-        return f"{len(arrays['y_train']):,} training and {len(arrays['y_test']):,} test samples in {data}"
+        return f"{len(arrays['y_train']):,} training and {len(arrays['y_test']):,} test samples in {shown(data)}"
 
     def data_complete():
         try:
@@ -199,7 +199,7 @@ def build_stages(args, paths, screen=sys.stdout):
             for script in FIGURES:
                 module = importlib.import_module(f"figs.{script}")
                 module.main(["--model", model, "--log-root", str(figure_dir), "--out-dir", str(figure_dir), *ann_flags])
-            return f"{len(FIGURES)} figures in {figure_dir}"
+            return f"{len(FIGURES)} figures in {shown(figure_dir)}"
 
         stages.append((f"figures {model}", lambda outputs=outputs, inputs=inputs: all(newer(o, *inputs) for o in outputs), draw))
     return stages
@@ -390,7 +390,7 @@ def main(argv=None):
     stage_log = Path(args.out_root) / STAGE_LOG_FILE
     stage_log.parent.mkdir(parents=True, exist_ok=True)
     started, ran_now = time.perf_counter(), set()
-    print(f"{len(stages)} stages; each stage's full output goes to {stage_log}", flush=True)
+    print(f"{len(stages)} stages; each stage's full output goes to {shown(stage_log)}", flush=True)
     for number, (name, is_complete, run) in enumerate(stages, start=1):
         prefix = f"[{number:2d}/{len(stages)}] {name}"
         if not args.force and is_complete():

@@ -22,10 +22,9 @@ DEFAULT_RAW = REPO_ROOT / "data" / "N-MNIST"
 DEFAULT_DEMO_RAW = REPO_ROOT / "data" / "n_mnist_demo"
 DEFAULT_DEMO_OUT = REPO_ROOT / "data" / "n_mnist_demo.npz"
 DEFAULT_DEMO_SEED = 0
-# Conversion threads per form. Inflating a zip member releases the GIL and takes longer than decoding
-# it, so two threads convert zips about 1.5x faster on 2 cores; from folders, decoding is most of
-# the work and holds the GIL, and a second thread only slows it down (bench_preprocessing.py).
-WORKERS = {"zip": 2, "folder": 1}
+# Conversion threads. Reading files, inflating zip members and numpy's passes over a whole chunk
+# release Python's lock, so two threads convert side by side (bench_preprocessing.py).
+WORKERS = 2
 CHUNK_RECORDINGS = 256  # recordings per task of a conversion thread
 
 
@@ -51,33 +50,35 @@ def check_archive_md5(raw):
     return warnings
 
 
-def convert_split(raw, split, skip_bad=False, progress=True, listing=None, workers=None):
+def convert_split(raw, split, skip_bad=False, progress=True, listing=None, workers=WORKERS):
     """Frames and labels of one split: uint16 (N, 34, 34), uint8 (N,), plus per-sample event counts.
 
     Returns (frames, labels, events_per_sample, n_skipped). `listing`: n_mnist.list_recordings(raw,
-    split), when the caller has it already. `workers` threads (default: WORKERS[form]) each read,
-    decode and count a chunk of recordings at a time.
+    split), when the caller has it already. `workers` threads each read a chunk of recordings and
+    count its ON events in one pass (n_mnist.on_event_frames).
     """
     kind, source, entries = listing or n_mnist.list_recordings(raw, split)
-    workers = workers or WORKERS[kind]
     frames = np.zeros((len(entries), n_mnist.SENSOR_SIZE, n_mnist.SENSOR_SIZE), dtype=np.uint16)
     events_per_sample = np.zeros(len(entries), dtype=np.int64)
     usable = np.ones(len(entries), dtype=bool)
 
     with n_mnist.open_split(kind, source) as read, ThreadPoolExecutor(workers) as pool:
 
-        def convert_chunk(first, stop):  # -> [UserError] of the bad recordings among entries[first:stop]
-            errors = []
+        def convert_chunk(first, stop):  # -> [UserError] of the bad recordings among entries[first:stop], in order
+            recordings, names, positions, errors = [], [], [], {}
             for index in range(first, stop):
                 name = n_mnist.display_name(kind, source, entries[index][1])
                 try:
-                    events = n_mnist.decode_events(read(entries[index][1]), name=name)
-                    frames[index] = n_mnist.on_event_frame(events, name=name)
-                    events_per_sample[index] = len(events)
+                    recordings.append(read(entries[index][1]))
+                    names.append(name)
+                    positions.append(index)
                 except UserError as error:
-                    usable[index] = False
-                    errors.append(error)
-            return errors
+                    errors[index] = error
+            chunk_frames, chunk_events, bad = n_mnist.on_event_frames(recordings, names)
+            frames[positions], events_per_sample[positions] = chunk_frames, chunk_events
+            errors.update({positions[at]: error for at, error in bad.items()})
+            usable[list(errors)] = False
+            return [errors[index] for index in sorted(errors)]
 
         chunks = [(first, min(first + CHUNK_RECORDINGS, len(entries))) for first in range(0, len(entries), CHUNK_RECORDINGS)]
         futures = [pool.submit(convert_chunk, first, stop) for first, stop in chunks]

@@ -150,6 +150,43 @@ def test_encode_decode_round_trip():
     assert len(n_mnist.decode_events(b"")) == 0
 
 
+def with_markers(data, rng, n_markers):
+    """The recording's bytes with overflow-marker records inserted at random places (x random too)."""
+    records = np.frombuffer(data, np.uint8).reshape(-1, 5)
+    for _ in range(n_markers):
+        at = int(rng.integers(0, len(records) + 1))
+        marker = np.array([[rng.integers(0, 256), n_mnist.OVERFLOW_MARKER_Y, 0, 0, 0]], np.uint8)
+        records = np.concatenate([records[:at], marker, records[at:]])
+    return records.tobytes()
+
+
+def test_batch_counting_equals_decoding_each_recording():
+    """on_event_frames (the converter's batch form) == decode_events + on_event_frame, errors included."""
+    rng = np.random.default_rng(9)
+    recordings = [with_markers(n_mnist.encode_events(random_events(rng, int(rng.integers(0, 300)))), rng,
+                               int(rng.integers(0, 3))) for _ in range(40)]
+    recordings[3] = b""  # no events at all
+    recordings[7] += b"\x01\x02"  # truncated
+    recordings[11] = with_markers(bytes([40, 3, 0x80, 0, 1]) + recordings[11], rng, 2)  # off the sensor
+    recordings[12] = recordings[12] + bytes([2, 34, 0x80, 0, 9, 33, 35, 0, 0, 0])  # off the sensor twice
+    recordings[20] = bytes([5, 6, 0x80, 0, 0]) * (n_mnist.MAX_PIXEL_COUNT + 1)  # more ON events than uint16 holds
+    names = [f"r{index}.bin" for index in range(len(recordings))]
+    frames, events, errors = n_mnist.on_event_frames(recordings, names)
+    assert sorted(errors) == [7, 11, 12, 20]
+    for index, data in enumerate(recordings):
+        try:
+            decoded = n_mnist.decode_events(data, name=names[index])
+            expected = n_mnist.on_event_frame(decoded, name=names[index])
+        except UserError as error:
+            assert str(errors[index]) == str(error)
+            assert not frames[index].any()
+            continue
+        assert index not in errors
+        np.testing.assert_array_equal(frames[index], expected)
+        assert events[index] == len(decoded)
+    assert frames.dtype == np.uint16 and frames.shape == (40, SIZE, SIZE)
+
+
 def test_encoder_refuses_timestamps_beyond_23_bits():
     events = random_events(np.random.default_rng(0), 3)
     events.timestamp[-1] = 2**23

@@ -37,7 +37,7 @@ def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit
     k = precision_to_k(precision)
     model_dir = Path(model_dir or default_model_dir(model, precision))
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k)
-    _, _, x_test, y_test = load_frames(data, train_limit=1, test_limit=test_limit)
+    _, _, x_test, y_test = load_frames(data, train_limit=0, test_limit=test_limit)
     keras_model = models.build_model(model, k)
     models.assign_parameters(keras_model, params, model)
     n_hidden = len(ARCHITECTURES[model])
@@ -119,7 +119,7 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     model_dir = Path(model_dir or default_model_dir(model, precision))
     log_dir = Path(log_dir or default_log_dir(model, precision))
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k, quantized_only=True)
-    _, _, x_test, y_test = load_frames(data, train_limit=1, test_limit=test_limit)
+    _, _, x_test, y_test = load_frames(data, train_limit=0, test_limit=test_limit)
     check_writable(log_dir)
 
     network = spiking_utils.convert(params)

@@ -368,13 +368,14 @@ def load_frame_counts(path):
 def load_frames(path, train_limit=None, test_limit=None):
     """Network inputs: (x_train, y_train, x_test, y_test).
 
-    x: float32 (N, 34, 34, 1) = ON count / 32; y: int64 labels. `*_limit` keeps the first N samples.
+    x: float32 (N, 34, 34, 1) = ON count / 32; y: int64 labels. `*_limit` keeps the first N samples;
+    0 means that split is not needed (its arrays come back empty, and it may be empty in the file).
     """
     arrays = load_frame_counts(path)
 
     def prepare(split, limit):
         x, y = arrays[f"x_{split}"][:limit], arrays[f"y_{split}"][:limit]
-        if len(x) == 0:
+        if len(x) == 0 and limit != 0:
             raise UserError(f"{path}: the {split} split is empty")
         return (x.astype(np.float32) / FRAME_SCALE)[..., None], y.astype(np.int64)
 

@@ -160,7 +160,7 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
     """
     k = precision_to_k(precision)
     model_dir = Path(model_dir or default_model_dir(model, precision))
-    x_train, y_train, _, _ = load_frames(data, train_limit=train_limit, test_limit=1)
+    x_train, y_train, _, _ = load_frames(data, train_limit=train_limit, test_limit=0)
     keras.utils.set_random_seed(seed)
     settings = {"batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "n_train": len(x_train)}
 

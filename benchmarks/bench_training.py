@@ -48,7 +48,7 @@ def benchmark_frames(data, n_samples, seed):
         frames = rng.poisson(MEAN_ON_COUNT, (n_samples, SENSOR_SIZE, SENSOR_SIZE, 1)).astype(np.float32)
         frames /= FRAME_SCALE  # in place: 60,000 frames are 0.28 GB
         return frames, rng.integers(0, 10, n_samples)
-    x_train, y_train, _, _ = load_frames(data, test_limit=1)
+    x_train, y_train, _, _ = load_frames(data, test_limit=0)
     rows = np.arange(n_samples) % len(x_train)
     return x_train[rows], y_train[rows]
 

@@ -525,6 +525,17 @@ def test_loader_returns_scaled_frames(tmp_path):
     assert y_train.dtype == np.int64
 
 
+def test_a_split_that_is_not_needed_may_be_empty(tmp_path):
+    arrays = frame_arrays()
+    arrays.update(x_test=arrays["x_test"][:0], y_test=arrays["y_test"][:0])
+    path = tmp_path / "train_only.npz"
+    n_mnist.save_frames(path, **arrays)
+    x_train, _, x_test, _ = n_mnist.load_frames(path, test_limit=0)  # training reads no test data
+    assert len(x_train) == 6 and len(x_test) == 0
+    with pytest.raises(UserError, match="the test split is empty"):
+        n_mnist.load_frames(path)
+
+
 @pytest.mark.parametrize("problem, change, message", [
     ("missing key", lambda a: a.pop("y_test"), "missing array(s) y_test"),
     ("wrong shape", lambda a: a.update(x_train=a["x_train"][:, :28, :28]), "x_train has shape (6, 28, 28)"),

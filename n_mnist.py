@@ -9,7 +9,7 @@
 - `save_frames` / `load_frames`: the frame dataset `.npz` and the loader every later script uses.
 """
 import contextlib
-import mmap
+import lzma
 import re
 import struct
 import threading
@@ -141,7 +141,7 @@ def on_event_frames(recordings, names):
 
     recordings: [bytes]; names label the errors. Returns (frames uint16 (n, 34, 34) [y, x], events
     int64 (n,) per recording without the overflow markers, errors {position: UserError} for the
-    recordings that decode_events refuses; their frames are zeros). One numpy pass over all the
+    recordings that decode_events refuses; their frames and counts are zeros). One numpy pass over all the
     events replaces some twenty small calls per recording, so numpy holds Python's lock only briefly
     and threads convert batches side by side. Timestamps are not computed: frames do not use them.
     The tests compare both forms on random recordings, markers and bad recordings included.
@@ -152,7 +152,7 @@ def on_event_frames(recordings, names):
     n_records = np.where(sizes % EVENT_BYTES, 0, sizes // EVENT_BYTES)
     joined = b"".join(data for data, count in zip(recordings, n_records) if count)
     records = np.frombuffer(joined, dtype=np.uint8).reshape(-1, EVENT_BYTES)  # all records, recording after recording
-    owner = np.repeat(np.arange(n, dtype=np.int32), n_records)  # (n_records total,): whose record it is
+    owner = np.repeat(np.arange(n), n_records)  # (n_records total,): whose record it is
     x, y, polarity = records[:, 0], records[:, 1], records[:, 2] >> 7
     events = n_records.copy()
     if len(records) and max(x.max(), y.max()) >= SENSOR_SIZE:  # the rare path: markers or bad coordinates
@@ -166,13 +166,13 @@ def on_event_frames(recordings, names):
         keep = ~(is_marker | outside)
         owner, x, y, polarity = owner[keep], x[keep], y[keep], polarity[keep]
     pixels = SENSOR_SIZE * SENSOR_SIZE
-    index = (owner * 2 + polarity) * pixels + y.astype(np.int32) * SENSOR_SIZE + x  # bin [owner, polarity, y, x]
+    index = (owner * 2 + polarity) * pixels + y.astype(np.intp) * SENSOR_SIZE + x  # bin [owner, polarity, y, x]
     counts = np.bincount(index, minlength=n * 2 * pixels).reshape(n, 2, SENSOR_SIZE, SENSOR_SIZE)[:, 1]
     if counts.max(initial=0) > MAX_PIXEL_COUNT:
         for at in np.flatnonzero(counts.reshape(n, -1).max(axis=1) > MAX_PIXEL_COUNT).tolist():
             errors.setdefault(at, pixel_overflow(names[at], counts[at].max()))
     frames = counts.astype(np.uint16)
-    frames[sorted(errors)] = 0
+    frames[sorted(errors)], events[sorted(errors)] = 0, 0
     return frames, events, dict(sorted(errors.items()))
 
 
@@ -275,13 +275,20 @@ def display_name(kind, source, name):
     return str(name) if kind == "folder" else f"{source}:{name}"
 
 
+ZIP_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, struct.error,
+                   zipfile.BadZipFile, zlib.error, lzma.LZMAError)  # what a damaged or exotic member can raise
+LOCAL_HEADER = struct.Struct("<4s22xHH")  # a zip local file header: signature, ..., name and extra lengths
+
+
 @contextlib.contextmanager
 def open_split(kind, source):
     """Yield read(name) -> bytes for the recordings of a split; safe to call from several threads.
 
-    Folder form: name is the file's path. Zip form: name is the member; the archive is mapped into
-    memory once and each member inflated straight from it (zlib releases the GIL, so threads
-    inflate side by side), its CRC-32 checked as zipfile would. Errors are UserErrors naming the file.
+    Folder form: name is the file's path. Zip form: name is the member. Each thread reads members
+    through its own handle on the archive, and deflated members are inflated with zlib directly
+    (reading and inflating release the GIL, so threads work side by side); the local header's
+    signature, the size and the CRC-32 are checked as zipfile would. Other compression methods go
+    through zipfile. Errors are UserErrors naming the file.
     """
     if kind == "folder":
         def read_file(path):
@@ -292,10 +299,24 @@ def open_split(kind, source):
 
         yield read_file
         return
-    with zipfile.ZipFile(source) as archive, open(source, "rb") as handle, \
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+    handles, per_thread, lock = [], threading.local(), threading.Lock()
+
+    def own_handle():
+        if not hasattr(per_thread, "handle"):
+            per_thread.handle = open(source, "rb")
+            with lock:
+                handles.append(per_thread.handle)
+        return per_thread.handle
+
+    def read_exactly(handle, offset, size):
+        handle.seek(offset)
+        data = handle.read(size)
+        if len(data) != size:
+            raise EOFError("the archive ends inside this member")
+        return data
+
+    with zipfile.ZipFile(source) as archive:
         members = {info.filename: info for info in archive.infolist()}
-        fallback = threading.Lock()  # zipfile itself, for compression methods other than deflate
 
         def read_member(member):
             info = members[member]
@@ -303,19 +324,27 @@ def open_split(kind, source):
                 if info.flag_bits & 0x1:
                     raise zipfile.BadZipFile("the member is encrypted")
                 if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    with fallback:
+                    with lock:  # zipfile itself, one thread at a time
                         return archive.read(member)
-                name_length, extra_length = struct.unpack_from("<HH", mapped, info.header_offset + 26)
-                start = info.header_offset + 30 + name_length + extra_length  # after the local file header
-                with memoryview(mapped)[start:start + info.compress_size] as stored:  # no copy
-                    data = zlib.decompress(stored, -15) if info.compress_type == zipfile.ZIP_DEFLATED else bytes(stored)
+                handle = own_handle()
+                signature, name_length, extra_length = LOCAL_HEADER.unpack(
+                    read_exactly(handle, info.header_offset, LOCAL_HEADER.size))
+                if signature != b"PK\x03\x04":
+                    raise zipfile.BadZipFile("bad local file header")
+                stored = read_exactly(handle, info.header_offset + LOCAL_HEADER.size + name_length + extra_length,
+                                      info.compress_size)
+                data = zlib.decompress(stored, -15) if info.compress_type == zipfile.ZIP_DEFLATED and stored else stored
                 if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
                     raise zipfile.BadZipFile("bad CRC-32 or size: the member's data are corrupt")
                 return data
-            except (OSError, EOFError, struct.error, zipfile.BadZipFile, zlib.error) as error:
-                raise UserError(f"{source}:{member}: cannot read from the archive ({error})") from None
+            except ZIP_READ_ERRORS as error:
+                raise UserError(f"{source}:{member}: cannot read from the archive ({type(error).__name__}: {error})") from None
 
-        yield read_member
+        try:
+            yield read_member
+        finally:
+            for handle in handles:
+                handle.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,8 +81,9 @@ def convert_split(raw, split, skip_bad=False, progress=True, listing=None, worke
             return [errors[index] for index in sorted(errors)]
 
         chunks = [(first, min(first + CHUNK_RECORDINGS, len(entries))) for first in range(0, len(entries), CHUNK_RECORDINGS)]
-        futures = [pool.submit(convert_chunk, first, stop) for first, stop in chunks]
+        futures = []
         try:
+            futures += [pool.submit(convert_chunk, first, stop) for first, stop in chunks]
             with tqdm(total=len(entries), desc=split, unit="file", disable=not progress) as bar:
                 for future, (first, stop) in zip(futures, chunks):  # in file order: the first bad file is reported
                     for error in future.result():

@@ -179,7 +179,7 @@ def test_batch_counting_equals_decoding_each_recording():
             expected = n_mnist.on_event_frame(decoded, name=names[index])
         except UserError as error:
             assert str(errors[index]) == str(error)
-            assert not frames[index].any()
+            assert not frames[index].any() and events[index] == 0
             continue
         assert index not in errors
         np.testing.assert_array_equal(frames[index], expected)
@@ -418,6 +418,55 @@ def test_skip_bad_also_skips_unreadable_recordings(dataset, tmp_path, corrupt):
     assert where in completed.stderr and "1 bad recordings skipped" in completed.stdout
     n_train = len(splits["Train"]) + (0 if corrupt is corrupt_the_data_of_a_zip_member else 1) - 1
     assert len(n_mnist.load_frame_counts(out)["y_train"]) == n_train
+
+
+def member_data_offset(archive_path, name):
+    """(local header offset, data offset) of a member."""
+    with zipfile.ZipFile(archive_path) as archive:
+        info = archive.getinfo(name)
+    data = archive_path.read_bytes()
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    return info.header_offset, info.header_offset + 30 + name_length + extra_length
+
+
+def test_zip_members_of_every_kind_read_as_zipfile_reads_them(tmp_path):
+    archive_path = tmp_path / "a.zip"
+    payload = n_mnist.encode_events(random_events(np.random.default_rng(4), 500))
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("stored.bin", payload, zipfile.ZIP_STORED)
+        archive.writestr("deflated.bin", payload, zipfile.ZIP_DEFLATED)
+        archive.writestr("empty.bin", b"", zipfile.ZIP_DEFLATED)
+        archive.writestr("lzma.bin", payload, zipfile.ZIP_LZMA)
+        with archive.open("streamed.bin", "w", force_zip64=True) as member:  # data descriptor, zip64 extra
+            member.write(payload)
+    with zipfile.ZipFile(archive_path) as archive, n_mnist.open_split("zip", archive_path) as read:
+        for name in archive.namelist():
+            assert read(name) == archive.read(name), name
+
+
+@pytest.mark.parametrize("damage", ["corrupt lzma data", "unsupported method", "bad local header", "cut short"])
+def test_damaged_or_exotic_zip_members_are_user_errors(tmp_path, damage):
+    archive_path = tmp_path / "a.zip"
+    payload = n_mnist.encode_events(random_events(np.random.default_rng(5), 500))
+    method = zipfile.ZIP_LZMA if damage == "corrupt lzma data" else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("m.bin", payload, method)
+    header, data_start = member_data_offset(archive_path, "m.bin")
+    data = bytearray(archive_path.read_bytes())
+    if damage == "corrupt lzma data":
+        data[data_start + 20] ^= 0xFF
+    elif damage == "unsupported method":  # Deflate64 (9), which some Windows tools write
+        central = data.rindex(b"PK\x01\x02")
+        struct.pack_into("<H", data, header + 8, 9)
+        struct.pack_into("<H", data, central + 10, 9)
+    elif damage == "bad local header":
+        data[header:header + 4] = b"XXXX"
+    archive_path.write_bytes(bytes(data))
+    with n_mnist.open_split("zip", archive_path) as read:
+        if damage == "cut short":
+            archive_path.write_bytes(bytes(data[:data_start + 10]))  # the archive shrinks while open
+        with pytest.raises(UserError, match="a.zip:m.bin: cannot read from the archive"):
+            read("m.bin")
 
 
 def test_out_that_is_a_folder_or_under_a_file_is_a_one_line_error(dataset, tmp_path):

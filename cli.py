@@ -103,6 +103,11 @@ def write_text_atomic(path, text):
         Path(temporary).write_text(text)
 
 
+def is_number(value):
+    """True for an int or float read from JSON (not a bool, which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def read_json_object(path):
     """A JSON file that must hold an object (a results file); UserError naming the file otherwise."""
     try:

@@ -94,7 +94,7 @@ def summarize_logs(columns, n_test, time_steps, model, k, batch_size):
 def lossless_summary(report, n_test):
     """The lossless check in one line, e.g. `lossless check: 1339 neurons (0.0149%, in 52 samples, 14.48%) ...`."""
     unsettled = (f"{report['unsettled_neurons']} in the {report['samples_still_spiking_at_the_last_step']} samples "
-                 "still spiking at the last step (more --time-steps would settle them), "
+                 "still spiking at the last step (not settled: more --time-steps), "
                  if report["samples_still_spiking_at_the_last_step"] else "")
     return (f"lossless check: {report['mismatching_neurons']} neurons "
             f"({100 * report['mismatching_neuron_share']:.4f}%, in {report['samples_with_mismatching_neurons']} samples, "

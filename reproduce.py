@@ -8,6 +8,7 @@ Stages whose outputs are complete are skipped, so a rerun after an interruption 
 """
 import argparse
 import contextlib
+import functools
 import importlib
 import io
 import json
@@ -25,7 +26,7 @@ import preprocessing_n_mnist
 import training
 from architectures import (DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, ann_ops_per_sample,
                            precision_to_k)
-from cli import REPO_ROOT, ArgumentParser, UserError, read_json_object, run_main, shown, write_text_atomic
+from cli import REPO_ROOT, ArgumentParser, UserError, is_number, read_json_object, run_main, shown, write_text_atomic
 from models import PARAMETERS_FILE
 
 DEMO_EPOCHS = 50  # the demo's short schedule; the paper's is training.EPOCHS
@@ -87,30 +88,50 @@ class EpochProgress(keras.callbacks.Callback):
             self.stream.flush()
 
 
-def read_results(path, keys):
-    """A results JSON holding every one of `keys`; UserError naming the file otherwise."""
-    results = read_json_object(path)
-    missing = [key for key in keys if key not in results]
-    if missing:
-        raise UserError(f"{path}: missing {', '.join(missing)} (rerun its stage, or --force)")
-    return results
-
-
 ANN_KEYS = ("accuracy", "n_test")
 SNN_KEYS = ("final_accuracy", "steps_to_final", "positive_spikes_per_sample", "negative_spikes_per_sample",
             "sops_per_sample", "n_test", "time_steps")
-LOSSLESS_KEYS = ("mismatching_neurons", "rounding_tie_neurons", "other_mismatching_neurons",
+LOSSLESS_KEYS = ("mismatching_neurons", "rounding_tie_neurons", "downstream_of_ties_neurons",
+                 "samples_still_spiking_at_the_last_step", "unsettled_neurons", "other_mismatching_neurons",
                  "mismatching_predictions", "first_step_all_predictions_match")
+MAY_BE_NONE = {"first_step_all_predictions_match"}  # null when the predictions never all match
 
 
-def complete_results(path, keys, *inputs):
-    """True when the results file at `path` is newer than `inputs` and holds `keys` (else: redo)."""
+
+def read_results(path, keys, lossless=False):
+    """A results JSON whose `keys` (and, with `lossless`, lossless_check's) hold numbers; UserError otherwise."""
+    results = read_json_object(path)
+    checks = [(results, key, key) for key in keys]
+    if lossless:
+        check = results.get("lossless_check")
+        if not isinstance(check, dict):
+            raise UserError(f"{path}: no lossless_check (rerun its stage, or --force)")
+        checks += [(check, key, f"lossless_check.{key}") for key in LOSSLESS_KEYS]
+    for where, key, label in checks:
+        value = where.get(key)
+        if not (is_number(value) or (key in MAY_BE_NONE and key in where and value is None)):
+            raise UserError(f"{path}: '{label}' is missing or not a number (rerun its stage, or --force)")
+    return results
+
+
+def complete_results(path, keys, inputs, lossless=False, **expected):
+    """The results at `path` when newer than `inputs`, well formed and from a run with the `expected`
+    values (e.g. n_test=50); otherwise None, and the stage runs again."""
     if not newer(path, *inputs):
-        return False
+        return None
     try:
-        return read_results(path, keys)
+        results = read_results(path, keys, lossless)
     except UserError:
-        return False
+        return None
+    return results if all(results.get(key) == value for key, value in expected.items()) else None
+
+
+def read_state_or_none(model_dir):
+    """The training state, or None when there is none or it is unreadable (the stage then starts afresh)."""
+    try:
+        return training.read_state(model_dir)
+    except UserError:
+        return None
 
 
 def build_stages(args, paths, screen=sys.stdout):
@@ -134,13 +155,26 @@ def build_stages(args, paths, screen=sys.stdout):
             return False
 
     stages.append(("data", data_complete, make_data))
+
+    @functools.cache  # first asked after the data stage, which is the first stage
+    def sizes():  # (training samples, test samples) this run uses, from the data file
+        arrays = n_mnist.load_frame_counts(data)
+        limit = lambda n, cap: min(n, cap) if cap else n  # noqa: E731
+        return limit(len(arrays["y_train"]), args.train_limit), limit(len(arrays["y_test"]), args.test_limit)
+
+    def same_training(state):  # the state was trained with this run's settings
+        wanted = {"batch_size": training.BATCH_SIZE, "learning_rate": training.LEARNING_RATE, "seed": args.seed,
+                  "n_train": sizes()[0]}
+        return state is not None and state.get("settings") == wanted
+
     for model in args.models:
         for precision in args.precisions:
             model_dir = paths.model_dir(model, precision)
             name = f"train {model} {precision}"
 
             def train(model=model, precision=precision, model_dir=model_dir, name=name):
-                resume = not args.force and training.read_state(model_dir) is not None
+                state = read_state_or_none(model_dir)
+                resume = not args.force and same_training(state) and state["epochs_done"] <= args.epochs
                 progress = EpochProgress(f"[{stage_number(stages, name)}] {name}", args.epochs, screen)
                 history = training.train(model, precision, data, model_dir, epochs=args.epochs, seed=args.seed,
                                          resume=resume, train_limit=args.train_limit, verbose=2, callbacks=[progress])
@@ -148,8 +182,8 @@ def build_stages(args, paths, screen=sys.stdout):
                 return f"{last['epoch']} epochs, loss {last['loss']:.4f}, train accuracy {100 * last['accuracy']:.2f}%"
 
             def trained(model_dir=model_dir):
-                state = training.read_state(model_dir)
-                return (state is not None and state["epochs_done"] >= args.epochs
+                state = read_state_or_none(model_dir)
+                return (same_training(state) and state["epochs_done"] >= args.epochs
                         and newer(model_dir / PARAMETERS_FILE, data))
 
             stages.append((name, trained, train))
@@ -165,7 +199,7 @@ def build_stages(args, paths, screen=sys.stdout):
             stages.append((
                 f"ANN {model} {precision}",
                 lambda results=results, model_dir=model_dir: complete_results(
-                    results, ANN_KEYS, model_dir / PARAMETERS_FILE, data),
+                    results, ANN_KEYS, [model_dir / PARAMETERS_FILE, data], n_test=sizes()[1]) is not None,
                 evaluate,
             ))
     for model in args.models:
@@ -182,8 +216,8 @@ def build_stages(args, paths, screen=sys.stdout):
                         f"from the quantized ANN's")
 
             def simulated(results=results, model_dir=model_dir):
-                found = complete_results(results, SNN_KEYS + ("lossless_check",), model_dir / PARAMETERS_FILE, data)
-                return bool(found) and found["time_steps"] == args.time_steps
+                return complete_results(results, SNN_KEYS, [model_dir / PARAMETERS_FILE, data], lossless=True,
+                                        n_test=sizes()[1], time_steps=args.time_steps) is not None
 
             stages.append((f"SNN {model} {precision}", simulated, simulate))
     for model in args.models:
@@ -250,11 +284,9 @@ def results_rows(paths, models, precisions):
             ann_path = paths.model_dir(model, precision) / evaluation.ANN_RESULTS_FILE
             snn_path = paths.log_dir(model, precision) / evaluation.SNN_RESULTS_FILE
             ann = read_results(ann_path, ANN_KEYS) if ann_path.is_file() else {}
-            snn = read_results(snn_path, SNN_KEYS) if snn_path.is_file() else {}
+            snn = read_results(snn_path, SNN_KEYS, lossless=True) if snn_path.is_file() else {}
             check = snn.get("lossless_check", {})
-            if check:
-                read_results(snn_path, [f"lossless_check.{key}" for key in LOSSLESS_KEYS if key not in check])
-            state = training.read_state(paths.model_dir(model, precision))
+            state = read_state_or_none(paths.model_dir(model, precision))
             rows.append(dict(
                 model=model, precision=precision, paper=PAPER_RESULTS.get((model, precision), {}),
                 ann=ann.get("accuracy"), snn=snn.get("final_accuracy"), steps=snn.get("steps_to_final"),
@@ -272,19 +304,23 @@ def lossless_text(row):
         return "–"
     if check["other_mismatching_neurons"] > 0:
         verdict = "**no**"
+    elif check["samples_still_spiking_at_the_last_step"] > 0:
+        verdict = (f"not settled: {check['samples_still_spiking_at_the_last_step']:,} samples still spiking at "
+                   f"the last step ({check['unsettled_neurons']:,} neurons differ there)")
     elif check["mismatching_predictions"] > 0:
         verdict = "yes, up to 1e-5 rounding ties"
     else:
         verdict = "yes"
-    ties = (f"; {check['mismatching_neurons']:,} neurons differ ({check['rounding_tie_neurons']} ties, the rest downstream)"
-            if check["mismatching_neurons"] else "")
+    settled_differ = check["rounding_tie_neurons"] + check["downstream_of_ties_neurons"] + check["other_mismatching_neurons"]
+    ties = (f"; {settled_differ:,} neurons differ ({check['rounding_tie_neurons']} ties, the rest downstream)"
+            if settled_differ else "")
     return (f"{verdict}: {check['mismatching_predictions']} predictions differ{ties}; "
             f"all predictions match from step {check['first_step_all_predictions_match'] or '–'}")
 
 
 def distinct(values):
-    """`50`, or `1/50` when the rows differ, or `?` when none is known."""
-    return "/".join(f"{value:,}" for value in sorted({value for value in values if value})) or "?"
+    """`50`, or `1/50` when the rows differ, or `–` when none is known (no SNN, say)."""
+    return "/".join(f"{value:,}" for value in sorted({value for value in values if value})) or "–"
 
 
 def results_markdown(paths, args, timings, ran_now):
@@ -331,6 +367,15 @@ def results_markdown(paths, args, timings, ran_now):
     return "\n".join(lines)
 
 
+def read_timings(path):
+    """{stage: seconds} of earlier runs; a missing or malformed file (it is only a cache) counts as none."""
+    try:
+        timings = read_json_object(path) if Path(path).is_file() else {}
+    except UserError:
+        return {}
+    return {name: seconds for name, seconds in timings.items() if is_number(seconds)}
+
+
 def update_readme(readme, table_markdown):
     """Replace the block between the README's results markers with the generated results."""
     text = Path(readme).read_text()
@@ -370,6 +415,8 @@ def parse_args(argv=None):
     if args.epochs is None:
         args.epochs = DEMO_EPOCHS if args.demo else training.EPOCHS
     args.data = args.data or (preprocessing_n_mnist.DEFAULT_DEMO_OUT if args.demo else n_mnist.DEFAULT_DATA)
+    if args.seed < 0:
+        raise UserError(f"--seed must be at least 0, got {args.seed}")
     for flag in ("epochs", "time_steps", "train_limit", "test_limit"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -386,7 +433,7 @@ def main(argv=None):
     screen = sys.stdout
     stages = build_stages(args, paths, screen)
     timings_path = Path(args.out_root) / TIMINGS_FILE
-    timings = read_json_object(timings_path) if timings_path.is_file() and not args.force else {}
+    timings = {} if args.force else read_timings(timings_path)
     stage_log = Path(args.out_root) / STAGE_LOG_FILE
     stage_log.parent.mkdir(parents=True, exist_ok=True)
     started, ran_now = time.perf_counter(), set()
@@ -402,11 +449,13 @@ def main(argv=None):
         stage_started = time.perf_counter()
         output = io.StringIO()
         try:
-            with contextlib.redirect_stdout(output):
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
                 summary = run()
-        except UserError as error:
-            print(f"\r{prefix}: failed" if live else f"{prefix}: failed", flush=True)
-            raise UserError(f"stage '{name}' failed: {error}") from None
+        except BaseException as error:  # the screen line says so, whatever went wrong (Ctrl-C included)
+            print(f"{CLEAR_LINE if live else ''}{prefix}: failed", flush=True)
+            if isinstance(error, UserError):
+                raise UserError(f"stage '{name}' failed: {error}") from None
+            raise
         finally:
             with open(stage_log, "a") as log:
                 log.write(f"==== {name} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n{output.getvalue()}\n")

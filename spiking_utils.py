@@ -708,9 +708,9 @@ def explain_mismatches(network, frames, snn_counts):
 def lossless_report(result, network):
     """Numbers of the lossless check (§3): mismatching neurons and samples, first all-matching step.
 
-    Neurons that differ are sorted into: their own 1e-5 rounding tie, downstream of such ties,
-    samples still spiking at the last step (T too short for them: not settled, not wrong), and
-    any other reason, which would be a fault of the simulator.
+    Neurons that differ are sorted into: all those of samples still spiking at the last step (T
+    too short for them: not settled, so not judged), and in the other samples, their own 1e-5
+    rounding tie, downstream of such ties, or any other reason, which would be a simulator fault.
     """
     n_samples, time_steps = result.predictions.shape
     neurons = n_samples * sum(int(np.prod(layer.output_shape)) for layer in network.layers)
@@ -720,17 +720,18 @@ def lossless_report(result, network):
         not_matching = np.flatnonzero(~all_match)
         first_step = int(not_matching[-1]) + 2 if len(not_matching) else 1  # counted from 1
     different_predictions = result.predictions[:, -1] != result.ann_predictions
-    still_spiking = result.spikes[:, -1] > 0  # (N,): not at rest after T steps
-    unsettled = int(result.other_mismatches[still_spiking].sum())
-    other = int(result.other_mismatches[~still_spiking].sum())
-    ties = int(result.tie_mismatches.sum())
+    still_spiking = result.spikes[:, -1] > 0  # (N,): maybe not at rest after T steps
+    settled = ~still_spiking
+    unsettled = int(result.neuron_mismatches[still_spiking].sum())  # no verdict on them: T was too short
+    other = int(result.other_mismatches[settled].sum())
+    ties = int(result.tie_mismatches[settled].sum())
     return {
         "mismatching_neurons": int(result.neuron_mismatches.sum()),
         "mismatching_neuron_share": float(result.neuron_mismatches.sum() / neurons),
         "samples_with_mismatching_neurons": int((result.neuron_mismatches > 0).sum()),
         "samples_with_mismatching_neurons_share": float((result.neuron_mismatches > 0).mean()),
         "rounding_tie_neurons": ties,
-        "downstream_of_ties_neurons": int(result.neuron_mismatches.sum()) - ties - unsettled - other,
+        "downstream_of_ties_neurons": int(result.neuron_mismatches[settled].sum()) - ties - other,
         "samples_still_spiking_at_the_last_step": int(still_spiking.sum()),
         "unsettled_neurons": unsettled,
         "other_mismatching_neurons": other,

@@ -23,7 +23,7 @@ import numpy as np
 
 import models
 from architectures import MODEL_FOLDERS, k_to_precision, precision_to_k
-from cli import REPO_ROOT, ArgumentParser, UserError, atomic_path, run_main, shown, write_text_atomic
+from cli import REPO_ROOT, ArgumentParser, UserError, atomic_path, is_number, run_main, shown, write_text_atomic
 from n_mnist import DEFAULT_DATA, load_frames
 from quantization import QuantizedReLU
 
@@ -78,14 +78,32 @@ def read_state(model_dir):
     for key, kind in STATE_TYPES.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise UserError(f"{path}: malformed training state ('{key}' missing or not {kind.__name__})")
+    done = state["epochs_done"]
+    problems = [
+        (done < 1, "'epochs_done' is below 1"),
+        (state["checkpoint"] != checkpoint_name(done), f"'checkpoint' is not {checkpoint_name(done)}"),
+        (len(state["history"]) != done or not all(isinstance(row, dict) and is_number(row.get("loss"))
+                                                  and is_number(row.get("accuracy")) for row in state["history"]),
+         f"'history' is not {done} rows of loss and accuracy"),
+        (not isinstance(state.get("settings", {}), dict), "'settings' is not an object"),
+    ]
+    for problem, message in problems:
+        if problem:
+            raise UserError(f"{path}: malformed training state ({message}); start afresh without --resume")
     return state
+
+
+def checkpoint_name(epoch):
+    """The checkpoint file of a finished epoch, e.g. checkpoint_epoch0012.keras."""
+    return f"checkpoint_epoch{epoch:04d}.keras"
+
 
 
 def check_same_settings(model_dir, state, settings):
     """UserError when a resumed run would use other settings than the run it continues."""
     for key, value in settings.items():
         before = state.get("settings", {}).get(key, value)  # states written before settings were kept: no check
-        if before != value:
+        if before != value or type(before) is not type(value):
             flag = {"n_train": "--train-limit (training samples)", "learning_rate": "--lr"}.get(key, f"--{key.replace('_', '-')}")
             raise UserError(f"{model_dir}: the interrupted run used {flag} {before}, this one {value}; "
                             "resume with the same settings, or leave out --resume to start afresh")
@@ -129,7 +147,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.bad_loss_epoch = epoch + 1
             self.model.stop_training = True
             return
-        checkpoint = self.model_dir / f"checkpoint_epoch{epoch + 1:04d}.keras"
+        checkpoint = self.model_dir / checkpoint_name(epoch + 1)
         with atomic_path(checkpoint, suffix=".keras") as temporary:
             self.model.save(temporary)
         self.history_rows.append(
@@ -164,8 +182,8 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
     keras.utils.set_random_seed(seed)
     settings = {"batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "n_train": len(x_train)}
 
-    state = read_state(model_dir)
     if resume:
+        state = read_state(model_dir)
         if state is None or not (model_dir / state["checkpoint"]).is_file():
             raise UserError(f"{model_dir}: no checkpoint to resume from")
         if state["model"] != model or state["k"] != k:
@@ -182,11 +200,13 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
             write_outputs(model_dir, keras_model, model, k, history)
             return history
     else:
-        if state is not None:
+        if (model_dir / STATE_FILE).exists():
             print(f"note: starting afresh; the earlier run in {model_dir} is replaced (use --resume to continue it)")
-        # Everything an earlier run left, so that nothing of it is mistaken for this run's output.
-        for stale in [*model_dir.glob("checkpoint_epoch*.keras"), model_dir / STATE_FILE, model_dir / LOG_FILE,
-                      model_dir / models.PARAMETERS_FILE, model_dir / ANN_RESULTS_FILE]:
+        # Everything an earlier run left (its state is not even read: it may be what went wrong), so that
+        # nothing of it is mistaken for this run's output; temporary files of a killed run included.
+        for stale in [*model_dir.glob("checkpoint_epoch*.keras"), *model_dir.glob(".checkpoint_epoch*"),
+                      model_dir / STATE_FILE, model_dir / LOG_FILE, model_dir / models.PARAMETERS_FILE,
+                      model_dir / ANN_RESULTS_FILE]:
             stale.unlink(missing_ok=True)
         keras_model = models.build_model(model, k)
         keras_model.compile(
@@ -231,6 +251,8 @@ def parse_args(model, precision, argv=None):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.seed < 0 or not args.lr > 0:
+        raise UserError(f"--seed must be at least 0 and --lr above 0 (got {args.seed} and {args.lr})")
     return args
 
 

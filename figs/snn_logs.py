@@ -112,6 +112,24 @@ def infer_time_steps(spike_num, sop_num, where="logs"):
     return time_steps
 
 
+def check_time_steps(spike_num, sop_num, time_steps, folder):
+    """`time_steps` given by hand, checked against the counters: where they restart every T' lines,
+    T must be T'; where they do not (a batch hides its restart), every restart must still start a batch."""
+    try:
+        inferred = infer_time_steps(spike_num, sop_num, where=folder)
+    except UserError:
+        restarts = np.union1d(*[np.flatnonzero(np.diff(column) < 0) + 1 for column in (spike_num, sop_num)])
+        off = restarts[restarts % time_steps != 0]
+        if len(off):
+            raise UserError(f"{folder}: the cumulative counters restart at line {off[0] + 1}, inside a batch of "
+                            f"--time-steps {time_steps}") from None
+        return time_steps
+    if inferred != time_steps:
+        raise UserError(f"{folder}: the cumulative counters restart every {inferred} lines, not every "
+                        f"{time_steps} (--time-steps)")
+    return time_steps
+
+
 def _read_results_json(path, model=None):
     """(time_steps, n_test, batch_size or None) from snn_results.json, checked."""
     results = read_json_object(path)
@@ -154,7 +172,8 @@ def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE, time_steps=None, model=None
         if batch_size < 1:
             raise UserError(f"batch size must be positive, got {batch_size}")
         where = f"--time-steps {time_steps}" if time_steps else "the inferred T"
-        time_steps = time_steps or infer_time_steps(spike_num, sop_num, where=folder)
+        time_steps = check_time_steps(spike_num, sop_num, time_steps, folder) if time_steps else \
+            infer_time_steps(spike_num, sop_num, where=folder)
         json_batch_size, n_test = None, None
     if count % time_steps:
         raise UserError(f"{folder / LOG_FILES[0]}: {count} lines is not a multiple of {where}")

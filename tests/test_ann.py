@@ -399,13 +399,19 @@ def test_resume_checks_the_checkpoint_itself_not_only_the_state(frame_data, one_
         train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
 
 
-@pytest.mark.parametrize("state", ["[1, 2]", '{"model": "mlp", "k": 1}', "{not json"])
-def test_a_malformed_training_state_is_a_one_line_error(state, frame_data, one_epoch_mlp_k1, tmp_path):
+@pytest.mark.parametrize("change", ["[1, 2]", '{"model": "mlp", "k": 1}', "{not json", dict(epochs_done=0),
+                                    dict(checkpoint="../other/checkpoint_epoch0001.keras"), dict(history=[1]),
+                                    dict(settings=[1]), dict(epochs_done=True)])
+def test_a_malformed_training_state_is_a_one_line_error(change, frame_data, one_epoch_mlp_k1, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch_mlp_k1, model_dir)
-    (model_dir / training.STATE_FILE).write_text(state)
+    state_path = model_dir / training.STATE_FILE
+    state_path.write_text(change if isinstance(change, str) else json.dumps({**json.loads(state_path.read_text()), **change}))
     with pytest.raises(UserError, match="training_state.json: (malformed|unreadable) training state"):
         train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
+    # starting afresh does not even read it
+    history = train_quietly("mlp", "k1", frame_data, model_dir, epochs=1)
+    assert len(history) == 1 and json.loads(state_path.read_text())["epochs_done"] == 1
 
 
 @pytest.mark.parametrize("change,flag", [(dict(learning_rate=1e-3), "--lr"), (dict(batch_size=50), "--batch-size"),
@@ -427,6 +433,12 @@ def test_starting_afresh_removes_every_output_of_the_earlier_run(frame_data, one
     with pytest.raises(UserError, match="NaN in epoch 1; no epoch finished, nothing was written"):
         train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, learning_rate=1e38)
     assert sorted(path.name for path in model_dir.iterdir()) == []  # no stale parameters to evaluate by mistake
+
+
+@pytest.mark.parametrize("flags", [["--seed", "-1"], ["--lr", "0"], ["--lr=-1e-4"]])
+def test_negative_seed_or_non_positive_learning_rate_is_refused(flags):
+    with pytest.raises(UserError, match="--seed must be at least 0 and --lr above 0"):
+        training.parse_args("mlp", "k1", flags)
 
 
 def test_default_paths_do_not_depend_on_the_working_directory():

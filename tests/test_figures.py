@@ -148,8 +148,17 @@ def test_lines_missing_from_logs_without_json_are_rejected(tmp_path, cut):
 def test_time_steps_given_by_hand_for_logs_without_json(tmp_path):
     folder = write_logs(tmp_path)
     assert read_logs(folder, batch_size=4, time_steps=6).time_steps == 6
-    _expect_error(folder, "18 lines is not a multiple of --time-steps 4", batch_size=4, time_steps=4)
-    _expect_error(folder, "spike_num.txt:7", "decreases inside a batch of 9 steps", batch_size=4, time_steps=9)
+    _expect_error(folder, "restart every 6 lines, not every 4", batch_size=4, time_steps=4)
+    _expect_error(folder, "restart every 6 lines, not every 3", batch_size=4, time_steps=3)  # a divisor of T
+    _expect_error(folder, "restart every 6 lines, not every 9", batch_size=4, time_steps=9)
+    # a batch whose counters never fall below the last step of the one before hides its restart: T must be given
+    hidden = write_logs(tmp_path / "hidden", spike_num=[[10, 20, 26, 30, 30, 30], [40, 50, 60, 70, 70, 70],
+                                                        [12, 22, 28, 32, 32, 32]],
+                        sop_num=[[0, 100, 150, 170, 170, 170], [200, 280, 320, 330, 330, 330],
+                                 [0, 120, 180, 200, 200, 200]])
+    _expect_error(hidden, "not every T lines", batch_size=4)
+    assert read_logs(hidden, batch_size=4, time_steps=6).time_steps == 6
+    _expect_error(hidden, "restart at line 13, inside a batch of --time-steps 5", batch_size=4, time_steps=5)
 
 
 def test_more_correct_answers_than_a_batch_holds_is_rejected(tmp_path):

@@ -182,3 +182,64 @@ def test_update_readme_refuses_another_out_root(tmp_path):
     with pytest.raises(UserError, match="leave out --out-root"):
         reproduce.main(["--out-root", str(tmp_path), "--update-readme"])
     assert not list(tmp_path.iterdir())
+
+
+def test_other_run_settings_redo_the_stages_they_change(study, frame_data, tmp_path):
+    copy = copy_of(study, tmp_path)
+    tiny = [flag for flag in TINY_RUN]
+    tiny[tiny.index("--test-limit") + 1] = "30"  # the study used 50 test samples
+    stdout = run_reproduce(["--data", str(frame_data), "--out-root", str(copy), "--models", "mlp",
+                            "--precisions", "k1", *tiny])
+    redone = [line.split("] ")[1].split(":")[0] for line in stage_lines(stdout) if "done in" in line]
+    assert redone == ["ANN mlp k1", "SNN mlp k1", "figures mlp"]  # the training did not use test samples
+    assert json.loads((copy / "MLP" / "figs" / "k1" / "snn_results.json").read_text())["n_test"] == 30
+    tiny[tiny.index("--train-limit") + 1] = "100"
+    stdout = run_reproduce(["--data", str(frame_data), "--out-root", str(copy), "--models", "mlp",
+                            "--precisions", "k1", *tiny])
+    redone = [line.split("] ")[1].split(":")[0] for line in stage_lines(stdout) if "done in" in line]
+    assert redone == ["train mlp k1", "ANN mlp k1", "SNN mlp k1", "figures mlp"]  # retrained afresh on 100
+    state = json.loads((copy / "MLP" / "checkpoints" / "k1" / "training_state.json").read_text())
+    assert state["settings"]["n_train"] == 100 and state["epochs_done"] == 1
+
+
+def test_result_files_count_as_complete_only_when_well_formed(tmp_path):
+    inputs = [tmp_path / "model_n_mnist.npz"]
+    inputs[0].write_bytes(b"x")
+    path = tmp_path / "snn_results.json"
+    good = {"final_accuracy": 0.9, "steps_to_final": 4, "positive_spikes_per_sample": 1.5,
+            "negative_spikes_per_sample": 0.5, "sops_per_sample": 10.0, "n_test": 50, "time_steps": 12,
+            "lossless_check": {key: 0 for key in reproduce.LOSSLESS_KEYS}}
+    good["lossless_check"]["first_step_all_predictions_match"] = None  # never: allowed
+    cases = {"good": (good, True), "a string": ({**good, "final_accuracy": "0.9"}, False),
+             "a missing key": ({key: value for key, value in good.items() if key != "sops_per_sample"}, False),
+             "a partial check": ({**good, "lossless_check": {"mismatching_neurons": 0}}, False),
+             "another T": ({**good, "time_steps": 40}, False), "another n_test": ({**good, "n_test": 30}, False)}
+    for case, (results, complete) in cases.items():
+        path.write_text(json.dumps(results))
+        found = reproduce.complete_results(path, reproduce.SNN_KEYS, inputs, lossless=True, n_test=50, time_steps=12)
+        assert (found is not None) == complete, case
+    path.write_text("[1, 2")
+    assert reproduce.complete_results(path, reproduce.SNN_KEYS, inputs) is None
+
+
+def test_a_malformed_timings_cache_counts_as_empty(tmp_path):
+    path = tmp_path / reproduce.TIMINGS_FILE
+    for text, expected in [("[1]", {}), ('{"data": "x", "train mlp k1": 2.5}', {"train mlp k1": 2.5}), ("{", {})]:
+        path.write_text(text)
+        assert reproduce.read_timings(path) == expected
+    assert reproduce.read_timings(tmp_path / "absent.json") == {}
+
+
+def test_lossless_verdicts():
+    check = {key: 0 for key in reproduce.LOSSLESS_KEYS}
+    row = {"check": check}
+    check["first_step_all_predictions_match"] = 3
+    assert reproduce.lossless_text(row) == "yes: 0 predictions differ; all predictions match from step 3"
+    check.update(rounding_tie_neurons=2, downstream_of_ties_neurons=5, mismatching_predictions=1)
+    assert reproduce.lossless_text(row).startswith("yes, up to 1e-5 rounding ties: 1 predictions differ; "
+                                                   "7 neurons differ (2 ties, the rest downstream)")
+    check.update(samples_still_spiking_at_the_last_step=3, unsettled_neurons=40)
+    assert reproduce.lossless_text(row).startswith("not settled: 3 samples still spiking at the last step "
+                                                   "(40 neurons differ there)")
+    check.update(other_mismatching_neurons=1)
+    assert reproduce.lossless_text(row).startswith("**no**")

@@ -467,7 +467,7 @@ def main(argv=None):
     write_text_atomic(Path(args.out_root) / RESULTS_FILE, markdown)
     if args.update_readme:
         update_readme(REPO_ROOT / "README.md", markdown.split("\n", 2)[2])
-    print(f"wrote {Path(args.out_root) / RESULTS_FILE} ({time.perf_counter() - started:.0f} s)")
+    print(f"wrote {shown(Path(args.out_root) / RESULTS_FILE)} ({time.perf_counter() - started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -207,7 +207,11 @@ def _list_zip_split(archive_path, split):
         raise UserError(f"{archive_path}: not a readable zip archive ({error})") from None
     entries, digit_folders = [], set()
     with archive:
-        for member in archive.namelist():
+        names = archive.namelist()
+        if len(set(names)) != len(names):
+            twice = next(name for name in names if names.count(name) > 1)
+            raise UserError(f"{archive_path}: member {twice!r} is in the archive twice")
+        for member in names:
             path = PurePosixPath(member.replace("\\", "/"))  # some Windows tools write backslashes
             if path.is_absolute() or re.match(r"^[A-Za-z]:", member) or ".." in path.parts:
                 raise UserError(f"{archive_path}: unsafe archive member path {member!r}")

@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -362,6 +363,17 @@ def corrupt_the_data_of_a_zip_member(raw):
     return info.filename, "cannot read from the archive"
 
 
+def duplicate_a_zip_member(raw):
+    """Both splits as zips, then a Train member written a second time (which copy is the recording?)."""
+    in_zip_form(lambda members: (members, None))(raw)
+    with zipfile.ZipFile(Path(raw) / "Train.zip") as archive:
+        name = next(name for name in archive.namelist() if name.endswith(".bin"))
+    with warnings.catch_warnings(), zipfile.ZipFile(Path(raw) / "Train.zip", "a") as archive:
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name, and writes it
+        archive.writestr(name, b"")
+    return name, "is in the archive twice"
+
+
 def put_a_folder_named_like_a_recording(raw):
     (Path(raw) / "Train" / "2" / "77777.bin").mkdir()
     return "77777.bin", "cannot read"
@@ -382,6 +394,7 @@ BAD_INPUTS = {
     "truncated recording": truncate_a_recording,
     "truncated recording in a zip": in_zip_form(truncate_first_member),
     "corrupt zip member": corrupt_the_data_of_a_zip_member,
+    "a zip member twice": duplicate_a_zip_member,
     "a folder named *.bin": put_a_folder_named_like_a_recording,
     "a broken link named *.bin": put_a_broken_link_named_like_a_recording,
     "missing digit folder in a zip": in_zip_form(drop_digit_7_members),

@@ -21,7 +21,8 @@ import numpy as np
 
 import models
 import training
-from architectures import MODEL_NAMES, precision_to_k
+from architectures import DISPLAY_NAMES, MODEL_NAMES, precision_to_k
+from benchmarks import readme_rows
 from cli import REPO_ROOT, ArgumentParser, UserError, run_main
 from n_mnist import FRAME_SCALE, SENSOR_SIZE, load_frames
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
@@ -82,6 +83,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per precision, after one warm-up (default: %(default)s)")
     parser.add_argument("--data", type=pathlib.Path, nargs="?", const=REPO_ROOT / DEFAULT_DEMO_OUT, default=None,
                         help=f"repeat this dataset's training frames instead of random ones (bare --data: {DEFAULT_DEMO_OUT})")
+    parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
     args = parser.parse_args(argv)
     for flag in ("samples", "epochs"):
         if getattr(args, flag) < 1:
@@ -95,6 +97,7 @@ def main(argv=None):
     source = f"training frames of {args.data}, repeated" if args.data else f"random frames (Poisson ON counts / {FRAME_SCALE:.0f})"
     print(f"{args.samples:,} {source}, batch {training.BATCH_SIZE}, {math.ceil(args.samples / training.BATCH_SIZE)} steps "
           f"per epoch; fastest of {args.epochs} timed epoch(s) after 1 warm-up epoch, precisions interleaved")
+    results = {}  # model -> (fastest epoch per precision, quantizer overhead, verdict)
     for model in args.models:
         keras.backend.clear_session()
         keras.utils.set_random_seed(training.SEED)
@@ -113,6 +116,16 @@ def main(argv=None):
         overhead = best["k1"] / best["full"] - 1
         verdict = "met" if overhead <= TARGET_OVERHEAD else "NOT met"
         print(f"{model:<5} quantizer overhead: {100 * overhead:+.1f} % (target <= {100 * TARGET_OVERHEAD:.0f} %: {verdict})")
+        results[model] = (best, overhead, verdict)
+    if args.update_readme:
+        readme_rows.update_row(
+            f"training epoch, {args.samples:,} frames",
+            "; ".join(f"{DISPLAY_NAMES[model]} {best['full']:.2f} s full precision, {best['k1']:.2f} s k = 1 "
+                      f"(quantizer {100 * overhead:+.1f} %; {training.EPOCHS} epochs: {hours_minutes(best['full'] * training.EPOCHS)})"
+                      for model, (best, overhead, _) in results.items())
+            + f"; fastest of {args.epochs} epochs each, precisions interleaved",
+            f"quantizer ≤ +{100 * TARGET_OVERHEAD:.0f} %: " + ", ".join(
+                f"{DISPLAY_NAMES[model]} **{verdict}**" for model, (_, _, verdict) in results.items()))
 
 
 if __name__ == "__main__":

@@ -33,3 +33,18 @@ def test_snn_benchmark_checks_the_logs_against_the_literal_simulator(frame_data,
                         "--repeats", 1)
     assert "logs identical to the literal ones on the subset: True" in out
     assert re.search(r"speed-up [\d.]+x", out)
+
+
+def test_a_benchmark_replaces_only_its_own_readme_row(tmp_path, monkeypatch):
+    from benchmarks import readme_rows
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- benchmarks:start -->\n| what | command | measured | target |\n|---|---|---|---|\n"
+                      "| a | `x` | 1 | t |\n| b | `y` | 2 | t |\n<!-- benchmarks:end -->\nafter\n")
+    monkeypatch.setattr(sys, "argv", [str(REPO / "benchmarks" / "bench_x.py"), "--files", "5", "--update-readme"])
+    readme_rows.update_row("a", "3 files/s", "**met**", readme=readme)
+    readme_rows.update_row("c", "4", "–", readme=readme)
+    assert readme.read_text() == (
+        "intro\n<!-- benchmarks:start -->\n| what | command | measured | target |\n|---|---|---|---|\n"
+        "| a | `python benchmarks/bench_x.py --files 5` | 3 files/s | **met** |\n| b | `y` | 2 | t |\n"
+        "| c | `python benchmarks/bench_x.py --files 5` | 4 | – |\n<!-- benchmarks:end -->\nafter\n")

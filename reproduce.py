@@ -159,8 +159,8 @@ def build_stages(args, paths, screen=sys.stdout):
     @functools.cache  # first asked after the data stage, which is the first stage
     def sizes():  # (training samples, test samples) this run uses, from the data file
         arrays = n_mnist.load_frame_counts(data)
-        limit = lambda n, cap: min(n, cap) if cap else n  # noqa: E731
-        return limit(len(arrays["y_train"]), args.train_limit), limit(len(arrays["y_test"]), args.test_limit)
+        n_train, n_test = len(arrays["y_train"]), len(arrays["y_test"])
+        return min(n_train, args.train_limit or n_train), min(n_test, args.test_limit or n_test)
 
     def same_training(state):  # the state was trained with this run's settings
         wanted = {"batch_size": training.BATCH_SIZE, "learning_rate": training.LEARNING_RATE, "seed": args.seed,

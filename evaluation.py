@@ -103,8 +103,9 @@ def lossless_summary(report, n_test):
             f"{report['downstream_of_ties_neurons']} downstream of those, {unsettled}"
             f"{report['other_mismatching_neurons']} otherwise; "
             f"{report['mismatching_predictions']} of {n_test} predictions differ "
-            f"({100 * report['mismatching_prediction_share']:.2f}%); all predictions match from step "
-            f"{report['first_step_all_predictions_match'] or 'never'}")
+            f"({100 * report['mismatching_prediction_share']:.2f}%); "
+            + (f"all predictions match from step {report['first_step_all_predictions_match']}"
+               if report["first_step_all_predictions_match"] else "the predictions never all match"))
 
 
 def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=None,
@@ -127,12 +128,16 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     columns = spiking_utils.log_columns(result, y_test, batch_size)
     results = summarize_logs(columns, len(y_test), time_steps, model, k, batch_size)
     results["float64_decisions"] = result.float64_decisions  # float32 close calls re-decided; exact ties among them
+    results["samples_still_spiking_at_the_last_step"] = int((result.spikes[:, -1] > 0).sum())  # T too short for them
     if check_lossless:
         results["lossless_check"] = spiking_utils.lossless_report(result, network)
     spiking_utils.write_logs(log_dir, result, y_test, batch_size,
                              extra_files={SNN_RESULTS_FILE: json.dumps(results, indent=1) + "\n"})
     print(f"SNN {model} {precision}: final accuracy {100 * results['final_accuracy']:.2f}% "
           f"after {results['steps_to_final']} of {time_steps} steps; logs in {log_dir}")
+    if results["samples_still_spiking_at_the_last_step"]:
+        print(f"note: {results['samples_still_spiking_at_the_last_step']} of {len(y_test)} samples were still spiking "
+              f"at step {time_steps}; they have not settled (more --time-steps would let them)")
     if check_lossless:
         print(lossless_summary(results["lossless_check"], len(y_test)))
     return results

@@ -386,7 +386,9 @@ def load_frame_counts(path):
     """The raw arrays of a frame dataset, validated: {'x_train': uint16 (N, 34, 34), ...}."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: data file not found (run `python preprocessing_n_mnist.py --demo` first)")
+        raise UserError(f"{path}: data file not found (make it with `python preprocessing_n_mnist.py --raw "
+                        "data/N-MNIST`; for the offline demo, `python preprocessing_n_mnist.py --demo` and then "
+                        "`--data data/n_mnist_demo.npz`)")
     arrays = load_npz_arrays(path, "frame dataset")
     missing = [key for key in FRAME_KEYS if key not in arrays]
     if missing:

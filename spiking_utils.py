@@ -768,13 +768,13 @@ def log_columns(result, labels, log_batch_size=LOG_BATCH_SIZE):
 def write_logs(log_dir, result, labels, log_batch_size=LOG_BATCH_SIZE, extra_files=None):
     """Write the four logs into log_dir, plus `extra_files` ({name: text}, e.g. snn_results.json).
 
-    Each goes through a temporary file; all are renamed at the end, so the folder never mixes
-    files of two runs.
+    Each goes through a temporary file; all are renamed at the end, `extra_files` last, so an
+    interrupted run leaves the old files, and a new snn_results.json always sits beside its own logs.
     """
     log_dir = Path(log_dir)
     columns = log_columns(result, labels, log_batch_size)
-    texts = {name: "".join(f"{value}\n" for value in values.reshape(-1)) for name, values in columns.items()}
-    texts.update(extra_files or {})
+    texts = dict(extra_files or {})  # first in, so renamed last: a new snn_results.json means new logs
+    texts.update({name: "".join(f"{value}\n" for value in values.reshape(-1)) for name, values in columns.items()})
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as renames:  # renames happen only if every file was written

@@ -22,7 +22,7 @@ import spiking_utils
 from architectures import DISPLAY_NAMES, precision_to_k
 from benchmarks import readme_rows
 from benchmarks.literal_snn import literal_simulation
-from cli import ArgumentParser, UserError, run_main
+from cli import ArgumentParser, UserError, run_main, shown
 from n_mnist import load_frame_counts
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 from training import default_model_dir
@@ -87,13 +87,15 @@ def float32_potential_error(network, frames, time_steps):
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="lenet", choices=["lenet", "mlp"])
-    parser.add_argument("--precision", default="k1", choices=["k0", "k1", "k2"])
-    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DEMO_OUT)
-    parser.add_argument("--model-dir", type=pathlib.Path, default=None)
+    parser.add_argument("--model", default="lenet", choices=["lenet", "mlp"], help="default: %(default)s")
+    parser.add_argument("--precision", default="k1", choices=["k0", "k1", "k2"], help="default: %(default)s")
+    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DEMO_OUT,
+                        help=f"frames: the test split, then training frames, repeated to --samples (default: {shown(DEFAULT_DEMO_OUT)})")
+    parser.add_argument("--model-dir", type=pathlib.Path, default=None,
+                        help="folder holding model_n_mnist.npz (default: <Model>/checkpoints/<precision>/)")
     parser.add_argument("--samples", type=int, default=10_000, help="samples for spiking_utils (default: %(default)s)")
     parser.add_argument("--literal-samples", type=int, default=400, help="samples for the literal baseline (default: %(default)s)")
-    parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS)
+    parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS, help="T (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of spiking_utils (default: %(default)s)")
     parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ import models
 import training
 from architectures import DISPLAY_NAMES, MODEL_NAMES, precision_to_k
 from benchmarks import readme_rows
-from cli import REPO_ROOT, ArgumentParser, UserError, run_main
+from cli import REPO_ROOT, ArgumentParser, UserError, run_main, shown
 from n_mnist import FRAME_SCALE, SENSOR_SIZE, load_frames
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 
@@ -82,7 +82,7 @@ def parse_args(argv=None):
     parser.add_argument("--samples", type=int, default=60_000, help="training samples per epoch (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per precision, after one warm-up (default: %(default)s)")
     parser.add_argument("--data", type=pathlib.Path, nargs="?", const=REPO_ROOT / DEFAULT_DEMO_OUT, default=None,
-                        help=f"repeat this dataset's training frames instead of random ones (bare --data: {DEFAULT_DEMO_OUT})")
+                        help=f"repeat this dataset's training frames instead of random ones (bare --data: {shown(DEFAULT_DEMO_OUT)})")
     parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
     args = parser.parse_args(argv)
     for flag in ("samples", "epochs"):

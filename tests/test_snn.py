@@ -642,7 +642,8 @@ def test_lossless_report_by_hand():
     report = spiking_utils.lossless_report(result, network)
     assert report["first_step_all_predictions_match"] is None and report["mismatching_predictions"] == 1
     line = evaluation.lossless_summary(report, 3)
-    assert "in 2 samples, 66.67%" in line and "1 in the 1 samples still spiking" in line and line.endswith("never")
+    assert "in 2 samples, 66.67%" in line and "1 in the 1 samples still spiking" in line
+    assert line.endswith("the predictions never all match")
 
 
 def test_steps_to_final_and_summary():
@@ -850,3 +851,28 @@ def test_snn_thin_scripts(model, precision, script_runs):
     assert results["ann_ops_per_sample"] == {"lenet": 7_535_808, "mlp": 492_000}[model]
     assert sorted(p.name for p in run["log_dir"].iterdir()) == sorted([*LOG_FILES, "snn_results.json"])
     assert MODEL_FOLDERS[model] in script_paths(model, precision)["snn"]
+
+
+def test_too_few_time_steps_are_reported_even_without_the_lossless_check(frame_data, frames, tmp_path, capsys):
+    write_parameters(tmp_path / models.PARAMETERS_FILE, random_parameters("mlp", 2, seed=4, frames=frames[2]))
+    short = evaluation.evaluate_snn("mlp", "k2", frame_data, tmp_path, tmp_path / "short", time_steps=1,
+                                    test_limit=20, progress=False)
+    assert short["samples_still_spiking_at_the_last_step"] > 0
+    assert f"{short['samples_still_spiking_at_the_last_step']} of 20 samples were still spiking at step 1" in \
+        capsys.readouterr().out
+    settled = evaluation.evaluate_snn("mlp", "k2", frame_data, tmp_path, tmp_path / "long", time_steps=200,
+                                      test_limit=20, progress=False)
+    assert settled["samples_still_spiking_at_the_last_step"] == 0 and "still spiking" not in capsys.readouterr().out
+    written = json.loads((tmp_path / "short" / "snn_results.json").read_text())
+    assert written["samples_still_spiking_at_the_last_step"] == short["samples_still_spiking_at_the_last_step"]
+
+
+def test_snn_results_json_is_renamed_after_the_four_logs(tmp_path, monkeypatch):
+    import os
+
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda source, target: (renamed.append(Path(target).name),
+                                                               real_replace(source, target)))
+    write_logs(tmp_path, random_result(5, 3), np.zeros(5, dtype=int), extra_files={"snn_results.json": "{}\n"})
+    assert sorted(renamed[:4]) == sorted(LOG_FILES) and renamed[4:] == ["snn_results.json"]

@@ -128,11 +128,10 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     columns = spiking_utils.log_columns(result, y_test, batch_size)
     results = summarize_logs(columns, len(y_test), time_steps, model, k, batch_size)
     results["float64_decisions"] = result.float64_decisions  # float32 close calls re-decided; exact ties among them
-    results["samples_still_spiking_at_the_last_step"] = int((result.spikes[:, -1] > 0).sum())  # T too short for them
+    results["samples_still_spiking_at_the_last_step"] = int(result.still_spiking.sum())  # T too short for them
     if check_lossless:
         results["lossless_check"] = spiking_utils.lossless_report(result, network)
-    spiking_utils.write_logs(log_dir, result, y_test, batch_size,
-                             extra_files={SNN_RESULTS_FILE: json.dumps(results, indent=1) + "\n"})
+    spiking_utils.write_logs(log_dir, columns, extra_files={SNN_RESULTS_FILE: json.dumps(results, indent=1) + "\n"})
     print(f"SNN {model} {precision}: final accuracy {100 * results['final_accuracy']:.2f}% "
           f"after {results['steps_to_final']} of {time_steps} steps; logs in {log_dir}")
     if results["samples_still_spiking_at_the_last_step"]:

@@ -15,6 +15,7 @@ import struct
 import threading
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -208,9 +209,9 @@ def _list_zip_split(archive_path, split):
     entries, digit_folders = [], set()
     with archive:
         names = archive.namelist()
-        if len(set(names)) != len(names):
-            twice = next(name for name in names if names.count(name) > 1)
-            raise UserError(f"{archive_path}: member {twice!r} is in the archive twice")
+        twice = [name for name, count in Counter(names).items() if count > 1]
+        if twice:
+            raise UserError(f"{archive_path}: member {twice[0]!r} is in the archive twice")
         for member in names:
             path = PurePosixPath(member.replace("\\", "/"))  # some Windows tools write backslashes
             if path.is_absolute() or re.match(r"^[A-Za-z]:", member) or ".." in path.parts:

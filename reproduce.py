@@ -97,7 +97,6 @@ LOSSLESS_KEYS = ("mismatching_neurons", "rounding_tie_neurons", "downstream_of_t
 MAY_BE_NONE = {"first_step_all_predictions_match"}  # null when the predictions never all match
 
 
-
 def read_results(path, keys, lossless=False):
     """A results JSON whose `keys` (and, with `lossless`, lossless_check's) hold numbers; UserError otherwise."""
     results = read_json_object(path)
@@ -163,8 +162,7 @@ def build_stages(args, paths, screen=sys.stdout):
         return min(n_train, args.train_limit or n_train), min(n_test, args.test_limit or n_test)
 
     def same_training(state):  # the state was trained with this run's settings
-        wanted = {"batch_size": training.BATCH_SIZE, "learning_rate": training.LEARNING_RATE, "seed": args.seed,
-                  "n_train": sizes()[0]}
+        wanted = training.run_settings(training.BATCH_SIZE, training.LEARNING_RATE, args.seed, sizes()[0])
         return state is not None and state.get("settings") == wanted
 
     for model in args.models:

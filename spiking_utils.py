@@ -182,6 +182,11 @@ class SimulationResult:
     def time_steps(self):
         return self.spikes.shape[1]
 
+    @property
+    def still_spiking(self):
+        """(N,) bool: samples that fired at the last step, so T may have been too short for them."""
+        return self.spikes[:, -1] > 0
+
 
 DECISION_WINDOW_ULPS = 256  # float32 ulps of a layer's largest one-step input: closer calls are re-decided in float64
 DECISION_KINDS = ("close_calls", "changed", "ties")  # the decision counts a step returns, in order
@@ -720,7 +725,7 @@ def lossless_report(result, network):
         not_matching = np.flatnonzero(~all_match)
         first_step = int(not_matching[-1]) + 2 if len(not_matching) else 1  # counted from 1
     different_predictions = result.predictions[:, -1] != result.ann_predictions
-    still_spiking = result.spikes[:, -1] > 0  # (N,): maybe not at rest after T steps
+    still_spiking = result.still_spiking
     settled = ~still_spiking
     unsettled = int(result.neuron_mismatches[still_spiking].sum())  # no verdict on them: T was too short
     other = int(result.other_mismatches[settled].sum())
@@ -765,14 +770,13 @@ def log_columns(result, labels, log_batch_size=LOG_BATCH_SIZE):
     }
 
 
-def write_logs(log_dir, result, labels, log_batch_size=LOG_BATCH_SIZE, extra_files=None):
-    """Write the four logs into log_dir, plus `extra_files` ({name: text}, e.g. snn_results.json).
+def write_logs(log_dir, columns, extra_files=None):
+    """Write the four logs (`log_columns`) into log_dir, plus `extra_files` ({name: text}, e.g. snn_results.json).
 
     Each goes through a temporary file; all are renamed at the end, `extra_files` last, so an
     interrupted run leaves the old files, and a new snn_results.json always sits beside its own logs.
     """
     log_dir = Path(log_dir)
-    columns = log_columns(result, labels, log_batch_size)
     texts = dict(extra_files or {})  # first in, so renamed last: a new snn_results.json means new logs
     texts.update({name: "".join(f"{value}\n" for value in values.reshape(-1)) for name, values in columns.items()})
     try:

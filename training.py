@@ -99,6 +99,11 @@ def checkpoint_name(epoch):
 
 
 
+def run_settings(batch_size, learning_rate, seed, n_train):
+    """What a run is trained with, kept in its state: a resumed run must use the same."""
+    return {"batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "n_train": n_train}
+
+
 def check_same_settings(model_dir, state, settings):
     """UserError when a resumed run would use other settings than the run it continues."""
     for key, value in settings.items():
@@ -180,7 +185,7 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
     model_dir = Path(model_dir or default_model_dir(model, precision))
     x_train, y_train, _, _ = load_frames(data, train_limit=train_limit, test_limit=0)
     keras.utils.set_random_seed(seed)
-    settings = {"batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "n_train": len(x_train)}
+    settings = run_settings(batch_size, learning_rate, seed, len(x_train))
 
     if resume:
         state = read_state(model_dir)

@@ -91,6 +91,11 @@ def read_column(path):
     return values
 
 
+def restart_lines(spike_num, sop_num):
+    """Line indices (from 0) where a cumulative counter drops: the first step of a batch."""
+    return np.union1d(*[np.flatnonzero(np.diff(column) < 0) + 1 for column in (spike_num, sop_num)])
+
+
 def infer_time_steps(spike_num, sop_num, where="logs"):
     """T, from where the cumulative counters restart: at a batch's first step a counter drops.
 
@@ -99,7 +104,7 @@ def infer_time_steps(spike_num, sop_num, where="logs"):
     otherwise lines are missing or extra, and a UserError says so (`where` names the folder).
     """
     count = len(spike_num)
-    restarts = np.union1d(*[np.flatnonzero(np.diff(column) < 0) + 1 for column in (spike_num, sop_num)])
+    restarts = restart_lines(spike_num, sop_num)
     if len(restarts) == 0:
         return count
     time_steps = int(np.gcd.reduce(restarts))
@@ -118,7 +123,7 @@ def check_time_steps(spike_num, sop_num, time_steps, folder):
     try:
         inferred = infer_time_steps(spike_num, sop_num, where=folder)
     except UserError:
-        restarts = np.union1d(*[np.flatnonzero(np.diff(column) < 0) + 1 for column in (spike_num, sop_num)])
+        restarts = restart_lines(spike_num, sop_num)
         off = restarts[restarts % time_steps != 0]
         if len(off):
             raise UserError(f"{folder}: the cumulative counters restart at line {off[0] + 1}, inside a batch of "

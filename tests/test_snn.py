@@ -568,7 +568,7 @@ def random_result(n_samples, time_steps, seed=0):
 def test_write_logs_layout(n_samples, batch_size, tmp_path):
     time_steps = 6
     result, labels = random_result(n_samples, time_steps), np.random.default_rng(1).integers(0, 10, n_samples)
-    columns = write_logs(tmp_path / "logs", result, labels, batch_size)
+    columns = write_logs(tmp_path / "logs", log_columns(result, labels, batch_size))
     n_batches = -(-n_samples // batch_size)
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == sorted(LOG_FILES)
     files = {name: (tmp_path / "logs" / name).read_text() for name in LOG_FILES}
@@ -593,7 +593,7 @@ def test_write_logs_unwritable_directory(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     with pytest.raises(UserError, match="cannot write logs"):
-        write_logs(blocker / "logs", random_result(5, 3), np.zeros(5, dtype=int))
+        write_logs(blocker / "logs", log_columns(random_result(5, 3), np.zeros(5, dtype=int)))
     assert blocker.read_text() == "not a directory"
 
 
@@ -613,7 +613,7 @@ def test_write_logs_leaves_nothing_behind_on_failure(failure, tmp_path, monkeypa
 
     monkeypatch.setattr(Path, "write_text", failing_write)
     with pytest.raises(UserError if isinstance(failure, OSError) else KeyboardInterrupt):
-        write_logs(log_dir, random_result(10, 4), np.zeros(10, dtype=int))
+        write_logs(log_dir, log_columns(random_result(10, 4), np.zeros(10, dtype=int)))
     monkeypatch.undo()
     assert len(calls) == 3
     assert sorted(p.name for p in log_dir.iterdir()) == ["accuracy.txt"]
@@ -874,5 +874,5 @@ def test_snn_results_json_is_renamed_after_the_four_logs(tmp_path, monkeypatch):
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", lambda source, target: (renamed.append(Path(target).name),
                                                                real_replace(source, target)))
-    write_logs(tmp_path, random_result(5, 3), np.zeros(5, dtype=int), extra_files={"snn_results.json": "{}\n"})
+    write_logs(tmp_path, log_columns(random_result(5, 3), np.zeros(5, dtype=int)), extra_files={"snn_results.json": "{}\n"})
     assert sorted(renamed[:4]) == sorted(LOG_FILES) and renamed[4:] == ["snn_results.json"]

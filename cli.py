@@ -35,6 +35,17 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
+def positive_int(text):
+    """argparse type of a count flag (`--repeats`, `--time-steps`): an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def run_main(main, argv=None):
     """Run `main(argv)`; turn a UserError into `error: ...` on stderr and exit status 2."""
     try:
@@ -47,6 +58,20 @@ def run_main(main, argv=None):
         sys.exit(130)
 
 
+def check_output_file(path):
+    """`path` as a Path; UserError when no file can be written there (a folder, or a folder that is
+    a file), so that a long job can check its output before it starts."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file name to write")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{path}: cannot write there ({existing} is a file, not a folder)")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
@@ -54,9 +79,7 @@ def atomic_path(path, suffix=None):
     A crash or Ctrl-C therefore never leaves a half-written file at `path`.
     `suffix` keeps the extension that some writers insist on (np.savez adds `.npz`).
     """
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; give a file name to write")
+    path = check_output_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         suffix = path.suffix if suffix is None else suffix
@@ -92,9 +115,13 @@ def load_npz_arrays(path, what):
         raise UserError(f"{path}: not a {what} (an .npz file is a zip archive; this one is not)")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+            arrays = {name: archive[name] for name in archive.files}
     except Exception as error:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
         raise UserError(f"{path}: not a readable {what} ({type(error).__name__}: {error})") from None
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # a member that is not an .npy file comes back as bytes
+            raise UserError(f"{path}: member {name!r} of the {what} is not a numpy array")
+    return arrays
 
 
 def write_text_atomic(path, text):

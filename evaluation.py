@@ -46,26 +46,33 @@ def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit
     correct, largest = 0, np.zeros(n_hidden)
     for start in range(0, len(x_test), ANN_BATCH_SIZE):
         *activations, logits = probe(x_test[start : start + ANN_BATCH_SIZE], training=False)
-        correct += int((np.argmax(keras.ops.convert_to_numpy(logits), axis=1) == y_test[start : start + ANN_BATCH_SIZE]).sum())
+        logits = keras.ops.convert_to_numpy(logits)
         largest = np.maximum(largest, [float(keras.ops.max(a)) for a in activations])
+        if not (np.isfinite(logits).all() and np.isfinite(largest).all()):  # argmax of NaNs would still "predict"
+            raise UserError(f"{model_dir / models.PARAMETERS_FILE}: the parameters give non-finite outputs "
+                            f"(NaN or infinity) on {shown(data)}: a diverged training?")
+        correct += int((np.argmax(logits, axis=1) == y_test[start : start + ANN_BATCH_SIZE]).sum())
     results = {"model": model, "precision": precision, "k": k, "accuracy": correct / len(y_test), "n_test": len(y_test),
                "max_activation_per_layer": {layer.name: value for layer, value in zip(ARCHITECTURES[model], largest.tolist())}}
     print(f"test accuracy: {100 * results['accuracy']:.2f}%")
     for name, value in results["max_activation_per_layer"].items():
         bound = f" (at most {value * 2**k:.0f} spikes per neuron in the SNN)" if k >= 0 else ""
         print(f"  largest activation after {name}: {value:.4g}{bound}")
-    write_text_atomic(model_dir / ANN_RESULTS_FILE, json.dumps(results, indent=1) + "\n")
+    write_text_atomic(model_dir / ANN_RESULTS_FILE, json.dumps(results, indent=1, allow_nan=False) + "\n")
     return results
 
 
-def check_writable(folder):
-    """Fail before a long simulation, not after it, when the log folder cannot be written."""
+def check_writable(folder, names=(*spiking_utils.LOG_FILES, SNN_RESULTS_FILE)):
+    """Fail before a long simulation, not after it, when the log folder or its files cannot be written."""
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
         raise UserError(f"{folder}: log directory is not writable ({error.strerror or error})") from None
+    for name in names:
+        if (Path(folder) / name).is_dir():
+            raise UserError(f"{Path(folder) / name}: is a folder; cannot write the log there")
 
 
 def summarize_logs(columns, n_test, time_steps, model, k, batch_size):
@@ -117,6 +124,8 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
         raise UserError("the full-precision model has no spiking version (§3)")
     if time_steps < 1 or batch_size < 1:
         raise UserError(f"--time-steps and --batch-size must be at least 1 (got {time_steps} and {batch_size})")
+    if time_steps > spiking_utils.MAX_TIME_STEPS:
+        raise UserError(f"--time-steps must be at most {spiking_utils.MAX_TIME_STEPS:,}, got {time_steps:,}")
     model_dir = Path(model_dir or default_model_dir(model, precision))
     log_dir = Path(log_dir or default_log_dir(model, precision))
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k, quantized_only=True)
@@ -124,14 +133,19 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     check_writable(log_dir)
 
     network = spiking_utils.convert(params)
-    result = spiking_utils.simulate(network, x_test, time_steps, check_lossless=check_lossless, progress=progress)
+    try:
+        result = spiking_utils.simulate(network, x_test, time_steps, check_lossless=check_lossless, progress=progress)
+    except MemoryError:
+        raise UserError(f"not enough memory to simulate {len(x_test):,} samples for {time_steps:,} steps "
+                        "(use fewer --time-steps or --test-limit)") from None
     columns = spiking_utils.log_columns(result, y_test, batch_size)
     results = summarize_logs(columns, len(y_test), time_steps, model, k, batch_size)
+    results["data"] = shown(data)  # what the figures call the dataset
     results["float64_decisions"] = result.float64_decisions  # float32 close calls re-decided; exact ties among them
     results["samples_still_spiking_at_the_last_step"] = int(result.still_spiking.sum())  # T too short for them
     if check_lossless:
         results["lossless_check"] = spiking_utils.lossless_report(result, network)
-    spiking_utils.write_logs(log_dir, columns, extra_files={SNN_RESULTS_FILE: json.dumps(results, indent=1) + "\n"})
+    spiking_utils.write_logs(log_dir, columns, extra_files={SNN_RESULTS_FILE: json.dumps(results, indent=1, allow_nan=False) + "\n"})
     print(f"SNN {model} {precision}: final accuracy {100 * results['final_accuracy']:.2f}% "
           f"after {results['steps_to_final']} of {time_steps} steps; logs in {log_dir}")
     if results["samples_still_spiking_at_the_last_step"]:

@@ -36,6 +36,7 @@ PUBLISHED_MD5 = {
     "Train.zip": "20959b8e626244a1b502305a9e6e2031",
     "Test.zip": "69ca8762b2fe404d9b9bad1103e97832",
 }
+IGNORED_PREFIXES = ("__MACOSX", ".")  # macOS and hidden folders (.ipynb_checkpoints, ...) beside the digit folders
 DEFAULT_DATA = REPO_ROOT / "data" / "n_mnist.npz"  # defaults live in the repository, wherever the command runs from
 
 
@@ -58,6 +59,8 @@ def decode_events(source, name=None):
     Records with y == 240 are overflow markers: each adds 2**13 µs to every later event and is
     dropped. Raises UserError for a size that is not a multiple of 5 or coordinates outside 0..33.
     """
+    if isinstance(source, np.ndarray) and source.dtype == np.uint8:  # the bytes of a recording, as numpy holds them
+        source = source.tobytes()
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         name = name or "<bytes>"
@@ -113,6 +116,10 @@ def encode_events(events):
     """Bytes of a recording in the official 40-bit format (no overflow markers are written)."""
     if len(events) and (events.timestamp.min() < 0 or events.timestamp.max() > MAX_TIMESTAMP_US):
         raise ValueError("timestamps must lie in 0..2**23-1 µs")
+    for field, top in (("x", 255), ("y", 255), ("polarity", 1)):  # what its bits hold; more would wrap silently
+        values = np.asarray(getattr(events, field))
+        if len(values) and (values.min() < 0 or values.max() > top):
+            raise ValueError(f"{field} must lie in 0..{top}")
     records = np.empty((len(events), EVENT_BYTES), dtype=np.uint8)
     timestamp = np.asarray(events.timestamp, dtype=np.int64)
     records[:, 0] = events.x
@@ -190,7 +197,7 @@ def _list_folder_split(split_dir):
     """[(stem, label, path)] of the .bin files under split_dir/<digit>/."""
     entries, digit_folders = [], set()
     for child in sorted(split_dir.iterdir()):
-        if not child.is_dir():
+        if not child.is_dir() or child.name.startswith(IGNORED_PREFIXES):
             continue
         if child.name not in DIGITS:
             raise UserError(f"{child}: folder name is not a digit 0..9")
@@ -217,7 +224,7 @@ def _list_zip_split(archive_path, split):
             if path.is_absolute() or re.match(r"^[A-Za-z]:", member) or ".." in path.parts:
                 raise UserError(f"{archive_path}: unsafe archive member path {member!r}")
             parts = path.parts[1:] if path.parts[:1] == (split,) else path.parts
-            if not parts or parts[0].startswith(("__MACOSX", ".")):
+            if not parts or parts[0].startswith(IGNORED_PREFIXES):
                 continue
             is_folder = member.endswith("/") or len(parts) > 1
             if is_folder and parts[0] not in DIGITS:
@@ -280,7 +287,7 @@ def display_name(kind, source, name):
     return str(name) if kind == "folder" else f"{source}:{name}"
 
 
-ZIP_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, struct.error,
+ZIP_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, struct.error, MemoryError,
                    zipfile.BadZipFile, zlib.error, lzma.LZMAError)  # what a damaged or exotic member can raise
 LOCAL_HEADER = struct.Struct("<4s22xHH")  # a zip local file header: signature, ..., name and extra lengths
 
@@ -320,6 +327,7 @@ def open_split(kind, source):
             raise EOFError("the archive ends inside this member")
         return data
 
+    archive_size = Path(source).stat().st_size
     with zipfile.ZipFile(source) as archive:
         members = {info.filename: info for info in archive.infolist()}
 
@@ -336,9 +344,13 @@ def open_split(kind, source):
                     read_exactly(handle, info.header_offset, LOCAL_HEADER.size))
                 if signature != b"PK\x03\x04":
                     raise zipfile.BadZipFile("bad local file header")
-                stored = read_exactly(handle, info.header_offset + LOCAL_HEADER.size + name_length + extra_length,
-                                      info.compress_size)
-                data = zlib.decompress(stored, -15) if info.compress_type == zipfile.ZIP_DEFLATED and stored else stored
+                start = info.header_offset + LOCAL_HEADER.size + name_length + extra_length
+                if start + info.compress_size > archive_size:  # checked before reading: sizes can be forged
+                    raise EOFError("the archive ends inside this member")
+                stored = read_exactly(handle, start, info.compress_size)
+                data = stored
+                if info.compress_type == zipfile.ZIP_DEFLATED and stored:  # never inflate past the declared size
+                    data = zlib.decompressobj(-15).decompress(stored, info.file_size + 1)
                 if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
                     raise zipfile.BadZipFile("bad CRC-32 or size: the member's data are corrupt")
                 return data
@@ -368,7 +380,7 @@ def save_frames(path, x_train, y_train, x_test, y_test):
             raise UserError(f"{path}: {key} holds counts outside 0..{MAX_PIXEL_COUNT}")
     arrays = {key: array.astype(FRAME_KEYS[key]) for key, array in arrays.items()}
     with atomic_path(path, suffix=".npz") as temporary:
-        np.savez_compressed(temporary, **arrays)
+        np.savez(temporary, **arrays)  # uncompressed: zlib would take longer than converting the recordings
 
 
 def _check_frame_arrays(path, arrays):
@@ -386,6 +398,8 @@ def _check_frame_arrays(path, arrays):
 def load_frame_counts(path):
     """The raw arrays of a frame dataset, validated: {'x_train': uint16 (N, 34, 34), ...}."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a frame dataset (.npz)")
     if not path.is_file():
         raise UserError(f"{path}: data file not found (make it with `python preprocessing_n_mnist.py --raw "
                         "data/N-MNIST`; for the offline demo, `python preprocessing_n_mnist.py --demo` and then "

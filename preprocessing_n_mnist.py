@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 import n_mnist
-from cli import REPO_ROOT, ArgumentParser, UserError, run_main, shown
+from cli import REPO_ROOT, ArgumentParser, UserError, check_output_file, run_main, shown
 
 DEFAULT_RAW = REPO_ROOT / "data" / "N-MNIST"
 DEFAULT_DEMO_RAW = REPO_ROOT / "data" / "n_mnist_demo"
@@ -153,15 +153,18 @@ def parse_args(argv=None):
 def main(argv=None):
     """Convert --raw (or emulate and convert the demo) into the frame dataset; print the summary."""
     args = parse_args(argv)
+    out = check_output_file(args.out or (DEFAULT_DEMO_OUT if args.demo else n_mnist.DEFAULT_DATA))
     if args.demo:
         if args.raw is not None or args.skip_bad:
             raise UserError("--demo emulates its own recordings: --raw and --skip-bad do not apply to it")
-        print(build_demo(args.out or DEFAULT_DEMO_OUT, seed=args.seed, progress=not args.quiet))
+        if args.seed < 0:
+            raise UserError(f"--seed must be at least 0, got {args.seed}")
+        print(build_demo(out, seed=args.seed, progress=not args.quiet))
     else:
         raw = args.raw or DEFAULT_RAW
         if not raw.is_dir():
             raise UserError(f"{raw}: folder not found (download N-MNIST there, or run with --demo)")
-        print(convert_dataset(raw, args.out or n_mnist.DEFAULT_DATA, args.skip_bad, progress=not args.quiet))
+        print(convert_dataset(raw, out, args.skip_bad, progress=not args.quiet))
 
 
 if __name__ == "__main__":

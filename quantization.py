@@ -16,7 +16,7 @@ class QuantizedReLU(keras.layers.Layer):
 
     def __init__(self, k, **kwargs):
         super().__init__(**kwargs)
-        if int(k) != k or k < 0:
+        if isinstance(k, bool) or int(k) != k or k < 0:
             raise ValueError(f"k must be a non-negative integer, got {k!r}")
         self.k = int(k)
 

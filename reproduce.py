@@ -155,15 +155,19 @@ def build_stages(args, paths, screen=sys.stdout):
 
     stages.append(("data", data_complete, make_data))
 
-    @functools.cache  # first asked after the data stage, which is the first stage
-    def sizes():  # (training samples, test samples) this run uses, from the data file
-        arrays = n_mnist.load_frame_counts(data)
-        n_train, n_test = len(arrays["y_train"]), len(arrays["y_test"])
-        return min(n_train, args.train_limit or n_train), min(n_test, args.test_limit or n_test)
+    # Both are first asked after the data stage, which is the first stage.
+    @functools.cache
+    def test_size():  # the number of test samples this run uses
+        n_test = len(n_mnist.load_frame_counts(data)["y_test"])
+        return min(n_test, args.test_limit or n_test)
 
-    def same_training(state):  # the state was trained with this run's settings
-        wanted = training.run_settings(training.BATCH_SIZE, training.LEARNING_RATE, args.seed, sizes()[0])
-        return state is not None and state.get("settings") == wanted
+    @functools.cache
+    def wanted_settings():  # what this run trains with, the training data's CRC-32 included
+        x_train, y_train, _, _ = n_mnist.load_frames(data, train_limit=args.train_limit, test_limit=0)
+        return training.run_settings(training.BATCH_SIZE, training.LEARNING_RATE, args.seed, x_train, y_train)
+
+    def same_training(state):  # the state was trained with this run's settings, on the same data
+        return state is not None and state.get("settings") == wanted_settings()
 
     for model in args.models:
         for precision in args.precisions:
@@ -197,7 +201,7 @@ def build_stages(args, paths, screen=sys.stdout):
             stages.append((
                 f"ANN {model} {precision}",
                 lambda results=results, model_dir=model_dir: complete_results(
-                    results, ANN_KEYS, [model_dir / PARAMETERS_FILE, data], n_test=sizes()[1]) is not None,
+                    results, ANN_KEYS, [model_dir / PARAMETERS_FILE, data], n_test=test_size()) is not None,
                 evaluate,
             ))
     for model in args.models:
@@ -215,7 +219,7 @@ def build_stages(args, paths, screen=sys.stdout):
 
             def simulated(results=results, model_dir=model_dir):
                 return complete_results(results, SNN_KEYS, [model_dir / PARAMETERS_FILE, data], lossless=True,
-                                        n_test=sizes()[1], time_steps=args.time_steps) is not None
+                                        n_test=test_size(), time_steps=args.time_steps) is not None
 
             stages.append((f"SNN {model} {precision}", simulated, simulate))
     for model in args.models:
@@ -223,14 +227,16 @@ def build_stages(args, paths, screen=sys.stdout):
             continue  # no SNN logs to draw
         figure_dir = paths.figure_dir(model)
         ann_results = paths.model_dir(model, "full") / evaluation.ANN_RESULTS_FILE
-        inputs = [ann_results] + [paths.log_dir(model, p) / evaluation.SNN_RESULTS_FILE for p in PRECISIONS[1:]]
+        spiking = [p for p in args.precisions if precision_to_k(p) >= 0]  # only this run's: other logs may be stale
+        inputs = [ann_results] + [paths.log_dir(model, p) / evaluation.SNN_RESULTS_FILE for p in spiking]
         outputs = [figure_dir / f"{prefix}.png" for prefix in figure_names(model)]
 
-        def draw(model=model, figure_dir=figure_dir, ann_results=ann_results):
+        def draw(model=model, figure_dir=figure_dir, ann_results=ann_results, spiking=spiking):
             ann_flags = ["--ann-results", str(ann_results)] if ann_results.is_file() else []
             for script in FIGURES:
                 module = importlib.import_module(f"figs.{script}")
-                module.main(["--model", model, "--log-root", str(figure_dir), "--out-dir", str(figure_dir), *ann_flags])
+                module.main(["--model", model, "--log-root", str(figure_dir), "--out-dir", str(figure_dir),
+                             "--precisions", *spiking, *ann_flags])
             return f"{len(FIGURES)} figures in {shown(figure_dir)}"
 
         stages.append((f"figures {model}", lambda outputs=outputs, inputs=inputs: all(newer(o, *inputs) for o in outputs), draw))
@@ -316,6 +322,11 @@ def lossless_text(row):
             f"all predictions match from step {check['first_step_all_predictions_match'] or '–'}")
 
 
+def is_demo_data(args):
+    """True for the emulated demo dataset (--demo, or its file given with --data)."""
+    return args.demo or Path(args.data).resolve() == Path(preprocessing_n_mnist.DEFAULT_DEMO_OUT).resolve()
+
+
 def distinct(values):
     """`50`, or `1/50` when the rows differ, or `–` when none is known (no SNN, say)."""
     return "/".join(f"{value:,}" for value in sorted({value for value in values if value})) or "–"
@@ -329,7 +340,7 @@ def results_markdown(paths, args, timings, ran_now):
     rows = results_rows(paths, args.models, args.precisions)
     lines = [
         "# Results", "",
-        f"Data: `{shown(args.data)}` ({'offline demo recordings' if args.demo else 'N-MNIST'}), "
+        f"Data: `{shown(args.data)}` ({'offline demo recordings' if is_demo_data(args) else 'N-MNIST'}), "
         f"{distinct(row['n_test'] for row in rows)} test samples; {distinct(row['epochs'] for row in rows)} "
         f"training epochs; T = {distinct(row['time_steps'] for row in rows)}. "
         "Generated by `reproduce.py` from the result files; the paper's numbers (ALGORITHM.md §7, full N-MNIST, "
@@ -401,7 +412,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=training.SEED, help="default: %(default)s")
     parser.add_argument("--train-limit", type=int, default=None, metavar="N", help="use the first N training samples")
     parser.add_argument("--test-limit", type=int, default=None, metavar="N", help="use the first N test samples")
-    parser.add_argument("--force", action="store_true", help="redo every stage, even complete ones")
+    parser.add_argument("--force", action="store_true",
+                        help="redo every stage, even complete ones (the data stage only when no --models or "
+                             "--precisions narrow the run)")
     parser.add_argument("--update-readme", action="store_true", help="also copy the results table into README.md")
     args = parser.parse_args(argv)
     for name in args.models:
@@ -410,6 +423,8 @@ def parse_args(argv=None):
     for name in args.precisions:
         if name not in PRECISIONS:
             raise UserError(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
+    args.models = list(dict.fromkeys(args.models))  # each once, in the order given
+    args.precisions = list(dict.fromkeys(args.precisions))
     if args.epochs is None:
         args.epochs = DEMO_EPOCHS if args.demo else training.EPOCHS
     args.data = args.data or (preprocessing_n_mnist.DEFAULT_DEMO_OUT if args.demo else n_mnist.DEFAULT_DATA)
@@ -433,12 +448,19 @@ def main(argv=None):
     timings_path = Path(args.out_root) / TIMINGS_FILE
     timings = {} if args.force else read_timings(timings_path)
     stage_log = Path(args.out_root) / STAGE_LOG_FILE
-    stage_log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        stage_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(stage_log, "a"):
+            pass
+    except OSError as error:
+        raise UserError(f"{args.out_root}: cannot write there ({error.strerror or error})") from None
     started, ran_now = time.perf_counter(), set()
+    # --force rebuilds the data only for the whole study: new data would make every other model's outputs stale
+    whole_study = set(args.models) == set(MODEL_NAMES) and set(args.precisions) == set(PRECISIONS)
     print(f"{len(stages)} stages; each stage's full output goes to {shown(stage_log)}", flush=True)
     for number, (name, is_complete, run) in enumerate(stages, start=1):
         prefix = f"[{number:2d}/{len(stages)}] {name}"
-        if not args.force and is_complete():
+        if not (args.force and (whole_study or name != "data")) and is_complete():
             print(f"{prefix}: complete, skipped", flush=True)
             continue
         live = screen.isatty()  # a terminal: show the stage while it runs, then overwrite that line

@@ -279,13 +279,22 @@ def recording_path(root, split, label, file_id):
 
 def replace_folder(staging, root):
     """Put the finished `staging` folder at `root`, replacing an earlier demo (Train/ and Test/ only)."""
+    root = check_replaceable(root)
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(staging, root)
+
+
+def check_replaceable(root):
+    """`root` as a Path; UserError unless it is absent or a folder of earlier demo recordings only."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: is a file, not a folder for the demo recordings")
     if root.exists():
         unexpected = sorted(path.name for path in root.iterdir() if path.name not in n_mnist.SPLITS)
         if unexpected:
             raise UserError(f"{root}: holds {', '.join(unexpected)} besides Train/ and Test/: not replacing it with demo recordings")
-        shutil.rmtree(root)
-    os.replace(staging, root)
+    return root
 
 
 def write_demo_recordings(root, seed, progress=True, max_images=None, train_repeats=TRAIN_REPEATS):
@@ -298,6 +307,7 @@ def write_demo_recordings(root, seed, progress=True, max_images=None, train_repe
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     started = time.perf_counter()
+    check_replaceable(root)  # before the work, not only after it
     images, labels = demo_source_images()
     images, labels = images[:max_images], labels[:max_images]
     plan = demo_plan(labels, seed, train_repeats=train_repeats)

@@ -39,6 +39,7 @@ from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final  # noqa: F401  
 
 NEGATIVE_SPIKE_TOLERANCE = 1e-5  # d < -1e-5 fires a negative spike (§4, step 5)
 TIME_STEPS = 40  # the authors' T
+MAX_TIME_STEPS = 2**31 - 1  # a row's step is an int32
 
 
 # ---------------------------------------------------------------------------------------------

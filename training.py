@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import keras
@@ -99,9 +100,15 @@ def checkpoint_name(epoch):
 
 
 
-def run_settings(batch_size, learning_rate, seed, n_train):
-    """What a run is trained with, kept in its state: a resumed run must use the same."""
-    return {"batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "n_train": n_train}
+def run_settings(batch_size, learning_rate, seed, x_train, y_train):
+    """What a run is trained with, kept in its state: a resumed run must use the same.
+
+    The training data are named by their number and a CRC-32 of their bytes, so that a run is
+    never continued on other data (a regenerated demo, say) of the same size.
+    """
+    data_crc32 = zlib.crc32(np.ascontiguousarray(y_train), zlib.crc32(np.ascontiguousarray(x_train)))
+    return {"batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "n_train": len(x_train),
+            "data_crc32": f"{data_crc32:08x}"}
 
 
 def check_same_settings(model_dir, state, settings):
@@ -109,7 +116,8 @@ def check_same_settings(model_dir, state, settings):
     for key, value in settings.items():
         before = state.get("settings", {}).get(key, value)  # states written before settings were kept: no check
         if before != value or type(before) is not type(value):
-            flag = {"n_train": "--train-limit (training samples)", "learning_rate": "--lr"}.get(key, f"--{key.replace('_', '-')}")
+            flag = {"n_train": "--train-limit (training samples)", "learning_rate": "--lr",
+                    "data_crc32": "training data (CRC-32)"}.get(key, f"--{key.replace('_', '-')}")
             raise UserError(f"{model_dir}: the interrupted run used {flag} {before}, this one {value}; "
                             "resume with the same settings, or leave out --resume to start afresh")
 
@@ -132,15 +140,24 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     The state file names the checkpoint of the last finished epoch and is written after it, so a
     run killed at any moment resumes from a complete epoch. A non-finite loss stops training and
-    keeps the last good checkpoint.
+    keeps the last good checkpoint. The epoch's loss is measured before each update, so the weights
+    its last update left are checked too, on `probe_x`, before they are saved.
     """
 
-    def __init__(self, model_dir, model_name, k, history, settings):
+    def __init__(self, model_dir, model_name, k, history, settings, probe_x):
         super().__init__()
         self.model_dir, self.model_name, self.k = Path(model_dir), model_name, k
         self.history_rows = list(history)
         self.settings = settings  # what a resumed run must match
+        self.probe_x = probe_x  # (n, 34, 34, 1) training inputs whose outputs must stay finite
         self.bad_loss_epoch = None
+
+    def weights_are_finite(self):
+        """True when every weight, and the model's output on the probe inputs, is finite."""
+        weights = [np.asarray(weight) for weight in self.model.get_weights()]
+        if not all(np.isfinite(weight).all() for weight in weights):
+            return False
+        return bool(np.isfinite(keras.ops.convert_to_numpy(self.model(self.probe_x, training=False))).all())
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -148,7 +165,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.started
         logs = logs or {}
-        if not math.isfinite(logs.get("loss", math.nan)):
+        if not math.isfinite(logs.get("loss", math.nan)) or not self.weights_are_finite():
             self.bad_loss_epoch = epoch + 1
             self.model.stop_training = True
             return
@@ -175,6 +192,23 @@ def write_outputs(model_dir, keras_model, model_name, k, history_rows):
     write_text_atomic(Path(model_dir) / LOG_FILE, "\n".join(lines) + "\n")
 
 
+def make_model_dir(model_dir):
+    """Create `model_dir`; UserError when it cannot be (a file in the way, no permission)."""
+    try:
+        Path(model_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{model_dir}: cannot create the model folder ({error.strerror or error})") from None
+
+
+def remove_files(paths):
+    """Delete the files `paths` that exist; UserError naming the first one that cannot be deleted."""
+    for path in paths:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError as error:
+            raise UserError(f"{path}: cannot remove it ({error.strerror or error})") from None
+
+
 def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, batch_size=BATCH_SIZE,
           learning_rate=LEARNING_RATE, seed=SEED, resume=False, train_limit=None, verbose="auto", callbacks=()):
     """Train `model` at `precision` and return the training history rows (one dict per epoch).
@@ -185,7 +219,8 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
     model_dir = Path(model_dir or default_model_dir(model, precision))
     x_train, y_train, _, _ = load_frames(data, train_limit=train_limit, test_limit=0)
     keras.utils.set_random_seed(seed)
-    settings = run_settings(batch_size, learning_rate, seed, len(x_train))
+    settings = run_settings(batch_size, learning_rate, seed, x_train, y_train)
+    make_model_dir(model_dir)
 
     if resume:
         state = read_state(model_dir)
@@ -201,6 +236,7 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
         keras_model = load_checkpoint(model_dir / state["checkpoint"], model, precision, k)
         first_epoch, history = state["epochs_done"], state["history"]
         print(f"resuming {model} {precision} from epoch {first_epoch} of {epochs}")
+        remove_files(model_dir.glob(".*.tmp*"))  # what a kill mid-write left
         if first_epoch == epochs:
             write_outputs(model_dir, keras_model, model, k, history)
             return history
@@ -209,10 +245,8 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
             print(f"note: starting afresh; the earlier run in {model_dir} is replaced (use --resume to continue it)")
         # Everything an earlier run left (its state is not even read: it may be what went wrong), so that
         # nothing of it is mistaken for this run's output; temporary files of a killed run included.
-        for stale in [*model_dir.glob("checkpoint_epoch*.keras"), *model_dir.glob(".checkpoint_epoch*"),
-                      model_dir / STATE_FILE, model_dir / LOG_FILE, model_dir / models.PARAMETERS_FILE,
-                      model_dir / ANN_RESULTS_FILE]:
-            stale.unlink(missing_ok=True)
+        remove_files([*model_dir.glob("checkpoint_epoch*.keras"), *model_dir.glob(".*.tmp*"),
+                      model_dir / STATE_FILE, model_dir / LOG_FILE, model_dir / models.PARAMETERS_FILE])
         keras_model = models.build_model(model, k)
         keras_model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
@@ -220,10 +254,11 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
             metrics=["accuracy"],
         )
         first_epoch, history = 0, []
-    model_dir.mkdir(parents=True, exist_ok=True)
+    # The evaluation of earlier parameters does not describe the ones this run writes.
+    remove_files([model_dir / ANN_RESULTS_FILE])
 
     batches = shuffled_batches(x_train, y_train, batch_size, seed, first_epoch, epochs)
-    checkpoint = EpochCheckpoint(model_dir, model, k, history, settings)
+    checkpoint = EpochCheckpoint(model_dir, model, k, history, settings, probe_x=x_train[:batch_size])
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     keras_model.fit(batches, epochs=epochs, initial_epoch=first_epoch, verbose=verbose, shuffle=False,
@@ -232,7 +267,8 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
     if checkpoint.bad_loss_epoch is not None:
         bad = checkpoint.bad_loss_epoch
         kept = f"kept the checkpoint of epoch {bad - 1}" if bad > 1 else "no epoch finished, nothing was written"
-        raise UserError(f"{model_dir}: the loss became NaN in epoch {bad}; {kept} (try a smaller --lr)")
+        raise UserError(f"{model_dir}: the loss or the weights became NaN or infinite in epoch {bad}; {kept} "
+                        "(try a smaller --lr)")
     print(f"wrote {model_dir / models.PARAMETERS_FILE}")
     return checkpoint.history_rows
 
@@ -252,7 +288,7 @@ def parse_args(model, precision, argv=None):
     parser.add_argument("--test-limit", type=int, default=None, metavar="N",
                         help="accepted for symmetry with the inference scripts; training reads no test data")
     args = parser.parse_args(argv)
-    for flag in ("epochs", "batch_size", "train_limit"):
+    for flag in ("epochs", "batch_size", "train_limit", "test_limit"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")

@@ -22,7 +22,7 @@ import spiking_utils
 from architectures import DISPLAY_NAMES, precision_to_k
 from benchmarks import readme_rows
 from benchmarks.literal_snn import literal_simulation
-from cli import ArgumentParser, UserError, run_main, shown
+from cli import ArgumentParser, UserError, positive_int, run_main, shown
 from n_mnist import load_frame_counts
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 from training import default_model_dir
@@ -93,10 +93,10 @@ def main(argv=None):
                         help=f"frames: the test split, then training frames, repeated to --samples (default: {shown(DEFAULT_DEMO_OUT)})")
     parser.add_argument("--model-dir", type=pathlib.Path, default=None,
                         help="folder holding model_n_mnist.npz (default: <Model>/checkpoints/<precision>/)")
-    parser.add_argument("--samples", type=int, default=10_000, help="samples for spiking_utils (default: %(default)s)")
-    parser.add_argument("--literal-samples", type=int, default=400, help="samples for the literal baseline (default: %(default)s)")
-    parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS, help="T (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of spiking_utils (default: %(default)s)")
+    parser.add_argument("--samples", type=positive_int, default=10_000, help="samples for spiking_utils (default: %(default)s)")
+    parser.add_argument("--literal-samples", type=positive_int, default=400, help="samples for the literal baseline (default: %(default)s)")
+    parser.add_argument("--time-steps", type=positive_int, default=spiking_utils.TIME_STEPS, help="T (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs of spiking_utils (default: %(default)s)")
     parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
     args = parser.parse_args(argv)
     if args.literal_samples % spiking_utils.LOG_BATCH_SIZE or not 0 < args.literal_samples <= args.samples:

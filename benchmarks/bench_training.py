@@ -121,7 +121,7 @@ def main(argv=None):
         readme_rows.update_row(
             f"training epoch, {args.samples:,} frames",
             "; ".join(f"{DISPLAY_NAMES[model]} {best['full']:.2f} s full precision, {best['k1']:.2f} s k = 1 "
-                      f"(quantizer {100 * overhead:+.1f} %; {training.EPOCHS} epochs: {hours_minutes(best['full'] * training.EPOCHS)})"
+                      f"(quantizer {100 * overhead:+.1f} %; {training.EPOCHS} epochs at k = 1: {hours_minutes(best['k1'] * training.EPOCHS)})"
                       for model, (best, overhead, _) in results.items())
             + f"; fastest of {args.epochs} epochs each, precisions interleaved",
             f"quantizer ≤ +{100 * TARGET_OVERHEAD:.0f} %: " + ", ".join(

@@ -5,7 +5,7 @@ import numpy as np
 
 from architectures import DISPLAY_NAMES
 from cli import run_main
-from figs.snn_logs import (ANN_COLOR, K_COLORS, figure_parser, load_figure_inputs, output_path,
+from figs.snn_logs import (ANN_COLOR, K_COLORS, dataset_name, figure_parser, load_figure_inputs, output_path,
                            percent, pyplot, save_figure)
 
 ZOOM_HEADROOM = 0.6  # percentage points above 100% in the zoomed panel, so a 100% curve and its marker show whole
@@ -92,7 +92,7 @@ def plot_accuracy(model, logs, ann_accuracy=None, compare_logs=None, compare_lab
         axes.grid(True, alpha=0.3)
     for axes in (whole, zoom):
         axes.xaxis.get_major_locator().set_params(integer=True)  # time steps are whole numbers
-    figure.suptitle(f"{DISPLAY_NAMES[model]} on N-MNIST: SNN accuracy vs time step", fontsize=14)
+    figure.suptitle(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}: SNN accuracy vs time step", fontsize=14)
     figure.tight_layout()
     # one legend column per group (ours, compared, ANN and markers), below the panels
     handles = legend_columns(list(groups.values()))

@@ -13,7 +13,6 @@ number of test samples N come from `snn_results.json` in the folder when it is t
 otherwise T is inferred from where the cumulative counters restart, and N is
 batches x batch size.
 """
-import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from architectures import DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES
-from cli import REPO_ROOT, ArgumentParser, UserError, atomic_path, read_json_object
+from cli import REPO_ROOT, ArgumentParser, UserError, atomic_path, positive_int, read_json_object
 from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final
+from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 
 DEFAULT_BATCH_SIZE = LOG_BATCH_SIZE  # only used when a folder has no snn_results.json
 RESULTS_FILE = "snn_results.json"
@@ -50,6 +50,7 @@ class SnnLog:
     positive: np.ndarray  # (spike_num + spike_collect) / 2 / N
     negative: np.ndarray  # (spike_num - spike_collect) / 2 / N
     steps_to_final: int  # first step (from 1) from which the accuracy stays at its final value
+    data: object = None  # the frame dataset simulated, as snn_results.json names it (None: not recorded)
 
     @property
     def final_accuracy(self):
@@ -81,12 +82,16 @@ def read_column(path):
             continue
         except ValueError:
             pass
+        except OverflowError:
+            raise UserError(f"{path}:{number}: {text!r} is too large for a count") from None
         try:
             value = float(text)
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or not value.is_integer():
             raise UserError(f"{path}:{number}: expected a whole number, got {text!r}")
+        if abs(value) >= 2**63:
+            raise UserError(f"{path}:{number}: {text!r} is too large for a count")
         values[number - 1] = int(value)
     return values
 
@@ -136,7 +141,7 @@ def check_time_steps(spike_num, sop_num, time_steps, folder):
 
 
 def _read_results_json(path, model=None):
-    """(time_steps, n_test, batch_size or None) from snn_results.json, checked."""
+    """(time_steps, n_test, batch_size or None, data or None) from snn_results.json, checked."""
     results = read_json_object(path)
     numbers = {}
     for key in ("time_steps", "n_test"):
@@ -149,7 +154,8 @@ def _read_results_json(path, model=None):
     batch_size = results.get("batch_size")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         batch_size = None  # written before batch_size was recorded
-    return numbers["time_steps"], numbers["n_test"], batch_size
+    data = results.get("data") if isinstance(results.get("data"), str) else None
+    return numbers["time_steps"], numbers["n_test"], batch_size, data
 
 
 def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE, time_steps=None, model=None):
@@ -171,7 +177,7 @@ def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE, time_steps=None, model=None
 
     results_path = folder / RESULTS_FILE
     if results_path.exists():
-        time_steps, n_test, json_batch_size = _read_results_json(results_path, model)
+        time_steps, n_test, json_batch_size, data = _read_results_json(results_path, model)
         where = f"time_steps={time_steps} from {RESULTS_FILE}"
     else:
         if batch_size < 1:
@@ -179,12 +185,15 @@ def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE, time_steps=None, model=None
         where = f"--time-steps {time_steps}" if time_steps else "the inferred T"
         time_steps = check_time_steps(spike_num, sop_num, time_steps, folder) if time_steps else \
             infer_time_steps(spike_num, sop_num, where=folder)
-        json_batch_size, n_test = None, None
+        json_batch_size, n_test, data = None, None, None
     if count % time_steps:
         raise UserError(f"{folder / LOG_FILES[0]}: {count} lines is not a multiple of {where}")
     n_batches = count // time_steps
     if n_test is None:  # no snn_results.json: full batches of `batch_size`
         n_test, json_batch_size = n_batches * batch_size, batch_size
+    elif json_batch_size and not (n_batches - 1) * json_batch_size < n_test <= n_batches * json_batch_size:
+        raise UserError(f"{results_path}: n_test {n_test} does not fit the logs' {n_batches} batches of at most "
+                        f"{json_batch_size} samples")
     line_batch_size = json_batch_size or n_test  # an older snn_results.json does not record the batch size
 
     for name, column in columns.items():
@@ -230,7 +239,14 @@ def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE, time_steps=None, model=None
         positive=(spikes + net) / 2 / n_test,
         negative=(spikes - net) / 2 / n_test,
         steps_to_final=steps_to_final(correct_per_step),
+        data=data,
     )
+
+
+def dataset_name(logs):
+    """What `logs` (SnnLogs) were simulated on, for titles: the offline demo data when every one says so."""
+    names = {Path(log.data).name if log.data else None for log in logs}
+    return "the offline demo data" if names == {DEFAULT_DEMO_OUT.name} else "N-MNIST"
 
 
 def has_logs(folder):
@@ -239,16 +255,6 @@ def has_logs(folder):
 
 
 # --------------------------------------------------------------------------- figure scripts
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
 
 def figure_parser(description, compare=False):
     """The flags every figure script takes (plus --compare-root where `compare`)."""
@@ -261,10 +267,12 @@ def figure_parser(description, compare=False):
                              "(default: <Model>/figs under the repository root)")
     parser.add_argument("--out-dir", metavar="DIR", type=Path, default=None,
                         help="where the PNGs go (default: <Model>/figs under the repository root)")
-    parser.add_argument("--batch-size", metavar="N", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--precisions", nargs="+", choices=[f"k{k}" for k in KS], default=[f"k{k}" for k in KS],
+                        metavar="kK", help="the precisions to plot (default: %(default)s)")
+    parser.add_argument("--batch-size", metavar="N", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"SNN batch size, used only for a log folder without {RESULTS_FILE} "
                              "(default: %(default)s, the authors' batch)")
-    parser.add_argument("--time-steps", metavar="T", type=_positive_int, default=None,
+    parser.add_argument("--time-steps", metavar="T", type=positive_int, default=None,
                         help=f"time steps per batch, used only for a log folder without {RESULTS_FILE} "
                              "(default: inferred from where the cumulative counters restart)")
     parser.add_argument("--ann-results", metavar="PATH", type=Path, default=None,
@@ -303,15 +311,16 @@ def resolve_log_root(root, model):
     return root
 
 
-def load_model_logs(root, model, batch_size, required=True, time_steps=None):
-    """{k: SnnLog} of the precisions logged under `root`; prints a note naming missing ones.
+def load_model_logs(root, model, batch_size, required=True, time_steps=None, ks=KS):
+    """{k: SnnLog} of the precisions `ks` logged under `root`; prints a note naming missing ones.
 
     A precision whose folder has none of the log files is missing; one with only some of
-    them is malformed (UserError). With no precision at all: UserError if `required`.
+    them is malformed (UserError). With no precision at all: UserError if `required`. Logs of
+    different runs (other test samples or T) are plotted together, with a note saying so.
     """
     root = resolve_log_root(root, model)
     logs, missing = {}, []
-    for k in KS:
+    for k in ks:
         folder = root / f"k{k}"
         if has_logs(folder):
             logs[k] = read_logs(folder, batch_size, time_steps=time_steps, model=model)
@@ -325,6 +334,9 @@ def load_model_logs(root, model, batch_size, required=True, time_steps=None):
     elif missing:
         names = ", ".join(f"k{k}" for k in missing)
         note(f"note: {DISPLAY_NAMES[model]}: no logs for {names} under {root}; plotting the others")
+    if len({(log.n_test, log.time_steps) for log in logs.values()}) > 1:
+        runs = "; ".join(f"k{k}: {log.n_test:,} samples, T = {log.time_steps}" for k, log in logs.items())
+        note(f"note: {DISPLAY_NAMES[model]}: the logs under {root} come from different runs ({runs})")
     return logs
 
 
@@ -394,11 +406,12 @@ def load_figure_inputs(args):
     check_root(compare_root, "--compare-root", args.model)
     inputs = []
     for model in (args.model,) if args.model else MODEL_NAMES:
-        logs = load_model_logs(args.log_root, model, args.batch_size, time_steps=args.time_steps)
+        ks = sorted({int(name[1:]) for name in args.precisions})
+        logs = load_model_logs(args.log_root, model, args.batch_size, time_steps=args.time_steps, ks=ks)
         compare_logs = {}
         if compare_root is not None:
             compare_logs = load_model_logs(compare_root, model, args.batch_size, required=False,
-                                           time_steps=args.time_steps)
+                                           time_steps=args.time_steps, ks=ks)
         inputs.append(FigureInputs(model, logs, ann_accuracy_for(args, model), compare_logs))
     return inputs
 
@@ -450,15 +463,15 @@ def ann_label(ann_accuracy):
     return "ANN (full)" + (f"\n{percent(ann_accuracy)}" if ann_accuracy is not None else "")
 
 
-def label_bars(axes, bars, texts, inside=False, color="black", fontsize=9.5):
-    """Write `texts` on `bars`: centred inside each bar, or just above it."""
+def label_bars(axes, bars, texts, inside=False, color="black", fontsize=9.5, offset=3):
+    """Write `texts` on `bars`: centred inside each bar, or `offset` points above it."""
     for bar, text in zip(bars, texts):
         x = bar.get_x() + bar.get_width() / 2
         if inside:
             y, va = bar.get_y() + bar.get_height() / 2, "center"
         else:
             y, va = bar.get_y() + bar.get_height(), "bottom"
-        axes.annotate(text, (x, y), xytext=(0, 0 if inside else 3), textcoords="offset points",
+        axes.annotate(text, (x, y), xytext=(0, 0 if inside else offset), textcoords="offset points",
                       ha="center", va=va, color=color, fontsize=fontsize)
 
 

@@ -3,7 +3,7 @@ import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 # time step, for k = 0, 1, 2, beside the ANN's operations per sample (3 x MACs, first layer excluded).
 from architectures import DISPLAY_NAMES, ann_ops_per_sample
 from cli import run_main
-from figs.snn_logs import (ANN_COLOR, K_COLORS, ann_label, figure_parser, k_label, label_bars,
+from figs.snn_logs import (ANN_COLOR, K_COLORS, ann_label, dataset_name, figure_parser, k_label, label_bars,
                            load_figure_inputs, output_path, pyplot, save_figure, thousands,
                            thousands_axis)
 
@@ -32,7 +32,7 @@ def plot_sops(model, logs, ann_accuracy=None):
     axes.grid(True, axis="y", alpha=0.3)
     axes.set_axisbelow(True)
     steps = sorted({log.time_steps for log in logs.values()})
-    axes.set_title(f"{DISPLAY_NAMES[model]} on N-MNIST: computing operations")
+    axes.set_title(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}: computing operations")
     axes.set_xlabel(f"SNN: synaptic operations after {'/'.join(map(str, steps))} time steps;  "
                     "ANN: 3 \u00d7 MACs of all layers but the first", fontsize=9.5, color="0.3")
     figure.tight_layout()

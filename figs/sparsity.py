@@ -3,13 +3,14 @@ import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 # step, stacked, for k = 0, 1, 2, beside the number of spiking neurons of the network.
 from architectures import DISPLAY_NAMES, spiking_neuron_count
 from cli import run_main
-from figs.snn_logs import (ANN_COLOR, figure_parser, k_label, label_bars, load_figure_inputs,
+from figs.snn_logs import (ANN_COLOR, dataset_name, figure_parser, k_label, label_bars, load_figure_inputs,
                            output_path, percent, pyplot, save_figure, thousands, thousands_axis)
 
 DESCRIPTION = ("Plot positive and negative spikes per sample at the last time step for k = 0, 1, 2 "
                "beside the number of spiking neurons (<prefix>_spike_neuron_n_mnist.png).")
 POSITIVE_COLOR = "tab:blue"
 NEGATIVE_COLOR = "tab:red"
+MIN_INSIDE_LABEL = 0.06  # a bar shorter than this share of the y axis gets its label on top instead
 
 
 def plot_sparsity(model, logs, ann_accuracy=None):
@@ -26,20 +27,27 @@ def plot_sparsity(model, logs, ann_accuracy=None):
     high = axes.bar(places, negative, bottom=positive, color=NEGATIVE_COLOR, label="negative spikes",
                     **style)
     count = axes.bar([len(logs)], [neurons], color=ANN_COLOR, label="spiking neurons", **style)
-    label_bars(axes, low, [thousands(value, 1) for value in positive], inside=True, color="white")
+    totals = [p + n for p, n in zip(positive, negative)]
+    top = 1.27 * max(totals + [neurons])  # headroom: values, then the legend row
+    axes.set_ylim(0, top)
+    # A positive count goes inside its bar where the text fits, else on top of the stack, above the negative one.
+    fits = [value >= MIN_INSIDE_LABEL * top for value in positive]
+    label_bars(axes, [bar for bar, inside in zip(low, fits) if inside],
+               [thousands(value, 1) for value, inside in zip(positive, fits) if inside], inside=True, color="white")
+    label_bars(axes, [bar for bar, inside in zip(high, fits) if not inside],
+               [thousands(value, 1) for value, inside in zip(positive, fits) if not inside],
+               color=POSITIVE_COLOR, offset=16)
     label_bars(axes, high, [thousands(value, 1) for value in negative],
                color=NEGATIVE_COLOR)
     label_bars(axes, count, [thousands(neurons)])
-    totals = [p + n for p, n in zip(positive, negative)]
     axes.set_xticks(places + [len(logs)], [k_label(k, log) for k, log in logs.items()]
                     + ["spiking\nneurons"])
-    axes.set_ylim(0, 1.27 * max(totals + [neurons]))  # headroom: values, then the legend row
     axes.set_ylabel("spikes per sample")
     thousands_axis(axes)
     axes.grid(True, axis="y", alpha=0.3)
     axes.set_axisbelow(True)
     axes.legend(loc="upper center", ncol=3, frameon=False)
-    axes.set_title(f"{DISPLAY_NAMES[model]} on N-MNIST: spike sparsity")
+    axes.set_title(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}: spike sparsity")
     steps = sorted({log.time_steps for log in logs.values()})
     caption = f"spikes per sample after {'/'.join(map(str, steps))} time steps"
     if ann_accuracy is not None:

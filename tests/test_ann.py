@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import evaluation
 import models
 import training
 from architectures import ARCHITECTURES, BN_EPSILON, BN_MOMENTUM, MODEL_NAMES, PRECISIONS, precision_to_k
@@ -103,7 +104,7 @@ def test_quantizer_config_round_trip_and_model_save_load(k, tmp_path):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
-@pytest.mark.parametrize("k", [-1, 1.5, "x"])
+@pytest.mark.parametrize("k", [-1, 1.5, "x", True])
 def test_quantizer_rejects_bad_k(k):
     with pytest.raises((ValueError, TypeError)):
         QuantizedReLU(k)
@@ -430,7 +431,7 @@ def test_starting_afresh_removes_every_output_of_the_earlier_run(frame_data, one
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch_mlp_k1, model_dir)
     (model_dir / training.ANN_RESULTS_FILE).write_text("{}")
-    with pytest.raises(UserError, match="NaN in epoch 1; no epoch finished, nothing was written"):
+    with pytest.raises(UserError, match="NaN or infinite in epoch 1; no epoch finished, nothing was written"):
         train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, learning_rate=1e38)
     assert sorted(path.name for path in model_dir.iterdir()) == []  # no stale parameters to evaluate by mistake
 
@@ -456,7 +457,7 @@ def test_resume_flag_without_checkpoint_exits_with_one_line(frame_data, tmp_path
     assert_one_line_error(completed, "no checkpoint to resume from", str(tmp_path / "empty"))
 
 
-@pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--train-limit"])
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--train-limit", "--test-limit"])
 def test_training_rejects_non_positive_numbers(flag, frame_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         training.main("mlp", "k0", ["--data", str(frame_data), "--model-dir", str(tmp_path), flag, "0"])
@@ -488,7 +489,7 @@ def test_nan_loss_keeps_the_last_good_epoch(frame_data, tmp_path, monkeypatch, u
         return real_end(self, epoch, logs)
 
     monkeypatch.setattr(training.EpochCheckpoint, "on_epoch_end", on_epoch_end)
-    with pytest.raises(UserError, match="NaN in epoch 2") as error:
+    with pytest.raises(UserError, match="NaN or infinite in epoch 2") as error:
         train_quietly("mlp", "k1", frame_data, tmp_path, epochs=3)
     assert "kept the checkpoint of epoch 1" in str(error.value)
     state = json.loads((tmp_path / training.STATE_FILE).read_text())
@@ -501,6 +502,68 @@ def test_nan_loss_keeps_the_last_good_epoch(frame_data, tmp_path, monkeypatch, u
     monkeypatch.undo()
     train_quietly("mlp", "k1", frame_data, tmp_path, epochs=3, resume=True)
     assert_same_run(tmp_path, uninterrupted["mlp", "k1"])
+
+
+@pytest.mark.parametrize("bad_value", [np.inf, 1e38])
+def test_diverged_weights_after_a_finite_loss_are_not_kept(bad_value, frame_data, tmp_path, monkeypatch):
+    """The loss is measured before each update: weights the epoch's last update broke are caught too."""
+    real_end = training.EpochCheckpoint.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:  # the second epoch's last update "diverged"; its mean loss stayed finite
+            kernel = self.model.get_layer("dense1").kernel
+            kernel.assign(np.full(kernel.shape, bad_value, np.float32))
+        return real_end(self, epoch, logs)
+
+    monkeypatch.setattr(training.EpochCheckpoint, "on_epoch_end", on_epoch_end)
+    with pytest.raises(UserError, match="NaN or infinite in epoch 2; kept the checkpoint of epoch 1"):
+        train_quietly("mlp", "k1", frame_data, tmp_path, epochs=3)
+    saved = read_arrays(tmp_path / models.PARAMETERS_FILE)
+    assert json.loads((tmp_path / training.STATE_FILE).read_text())["epochs_done"] == 1
+    assert np.abs(saved["dense1_kernel"]).max() < 100  # epoch 1's weights, not the broken ones
+
+
+def test_ann_evaluation_refuses_parameters_that_give_non_finite_outputs(frame_data, tmp_path):
+    params = random_parameters("mlp", 1, seed=3)
+    params["dense1_kernel"] = np.full_like(params["dense1_kernel"], 1e38)  # finite, but the sums overflow
+    write_parameters(tmp_path / models.PARAMETERS_FILE, params)
+    with pytest.raises(UserError, match="non-finite outputs") as error:
+        evaluation.evaluate_ann("mlp", "k1", frame_data, tmp_path, test_limit=20)
+    assert str(tmp_path / models.PARAMETERS_FILE) in str(error.value)
+    assert not (tmp_path / training.ANN_RESULTS_FILE).exists()
+
+
+def test_a_model_dir_that_cannot_be_created_is_a_one_line_error(frame_data, tmp_path):
+    (tmp_path / "a_file").write_text("keep me")
+    for model_dir in (tmp_path / "a_file", tmp_path / "a_file" / "sub"):
+        with pytest.raises(UserError, match="cannot create the model folder"):
+            train_quietly("mlp", "k0", frame_data, model_dir, epochs=1)
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_resume_refuses_other_training_data_of_the_same_size(frame_data, one_epoch_mlp_k1, tmp_path):
+    arrays = dict(np.load(frame_data, allow_pickle=False))
+    arrays["x_train"] = arrays["x_train"].copy()
+    arrays["x_train"][0, 0, 0] += 1  # one ON event more in one pixel
+    other = tmp_path / "other.npz"
+    np.savez(other, **arrays)
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    with pytest.raises(UserError, match=r"training data \(CRC-32\)"):
+        train_quietly("mlp", "k1", other, model_dir, epochs=2, resume=True)
+
+
+def test_resume_removes_what_a_kill_left_and_the_stale_evaluation(frame_data, one_epoch_mlp_k1, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    leftovers = [model_dir / ".model_n_mnist.npz.x1.tmp.npz", model_dir / ".checkpoint_epoch0002.keras.x2.tmp.keras",
+                 model_dir / ".training_state.json.x3.tmp.json"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    (model_dir / training.ANN_RESULTS_FILE).write_text("{}")  # describes epoch 1's parameters
+    train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
+    assert not any(path.exists() for path in leftovers)
+    assert not (model_dir / training.ANN_RESULTS_FILE).exists()
 
 
 # ---------------------------------------------------------------------------------------------

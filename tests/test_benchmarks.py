@@ -4,7 +4,9 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO, random_parameters, write_parameters
+import pytest
+
+from conftest import REPO, assert_one_line_error, random_parameters, write_parameters
 
 
 def run_benchmark(script, *args):
@@ -16,9 +18,18 @@ def run_benchmark(script, *args):
 
 def test_preprocessing_benchmark_compares_both_forms_with_the_per_event_loop():
     out = run_benchmark("bench_preprocessing.py", "--files", 60, "--baseline-files", 10, "--repeats", 1)
-    assert re.search(r"project path, folder: +[\d,]+ files/s", out) and re.search(r"project path, zip +: +[\d,]+ files/s", out)
+    assert re.search(r"project path \(frame file written\), folder: +[\d,]+ files/s", out)
+    assert re.search(r"project path \(frame file written\), zip +: +[\d,]+ files/s", out)
     assert re.search(r"speed-up over the per-event loop: [\d,]+x \(folder\), [\d,]+x \(zip\)", out)
     assert out.count("target >= 10,000 files/s in one process") == 2
+
+
+@pytest.mark.parametrize("script, flag", [("bench_preprocessing.py", "--repeats"), ("bench_preprocessing.py", "--baseline-files"),
+                                          ("bench_snn.py", "--repeats"), ("bench_snn.py", "--time-steps")])
+def test_a_count_flag_below_one_is_a_one_line_error(script, flag):
+    completed = subprocess.run([sys.executable, f"benchmarks/{script}", flag, "0"], cwd=REPO,
+                               capture_output=True, text=True, timeout=300)
+    assert_one_line_error(completed, flag, "expected a positive integer, got '0'")
 
 
 def test_training_benchmark_times_both_precisions(frame_data):

@@ -187,6 +187,22 @@ def test_files_of_different_lengths_rejected(tmp_path):
     _expect_error(folder, "different lengths", "sop_num.txt 17")
 
 
+@pytest.mark.parametrize("value", ["99999999999999999999", "1e30"])
+def test_a_count_too_large_for_int64_is_rejected(tmp_path, value):
+    folder = write_logs(tmp_path / "k1")
+    lines = (folder / "spike_num.txt").read_text().splitlines()
+    lines[2] = value
+    (folder / "spike_num.txt").write_text("\n".join(lines) + "\n")
+    _expect_error(folder, "spike_num.txt:3", "too large")
+
+
+def test_n_test_that_does_not_fit_the_batches_is_rejected(tmp_path):
+    folder = write_logs(tmp_path / "k1", results={"time_steps": 6, "n_test": 100000, "batch_size": 4})
+    _expect_error(folder, "n_test 100000 does not fit the logs' 3 batches of at most 4 samples")
+    write_logs(tmp_path / "ok", results={"time_steps": 6, "n_test": 12, "batch_size": 5})  # batches 5, 5, 2
+    assert read_logs(tmp_path / "ok").n_test == 12
+
+
 def test_missing_file_rejected(tmp_path):
     folder = write_logs(tmp_path)
     (folder / "spike_collect.txt").unlink()
@@ -256,12 +272,66 @@ def test_figure_texts_are_computed_from_the_logs(tmp_path):
 
 def test_accuracy_figure_with_comparison_and_no_ann(tmp_path, capsys):
     root = write_run(tmp_path / "logs")
-    other = write_run(tmp_path / "other", ks=(1,))
+    other = write_distinct_run(tmp_path / "other")
     accuracy_speed.main(["--model", "mlp", "--log-root", str(root), "--compare-root", str(other),
                          "--out-dir", str(tmp_path)])
     out, err = capsys.readouterr()
     assert (tmp_path / "smlp_accuracy_n_mnist.png").stat().st_size > 10_000
     assert "no ANN accuracy drawn" in err  # logs from elsewhere: not our ANN's line
+    logs = snn_logs.load_model_logs(root, "mlp", batch_size=4)
+    compare = snn_logs.load_model_logs(other, "mlp", batch_size=4)
+    figure = accuracy_speed.plot_accuracy("mlp", logs, None, compare, "authors")
+    texts = drawn_texts(figure)
+    assert {"k=2: 100.00% after 5 steps", "k=2 (authors): 91.67% after 6 steps"} <= texts
+    assert "full-precision ANN" not in " ".join(texts)
+    dashed = [line for line in figure.axes[0].get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 3  # one dashed curve per compared precision
+
+
+def test_only_the_precisions_asked_for_are_read_and_drawn(tmp_path):
+    root = write_distinct_run(tmp_path / "logs")
+    (root / "k0" / "sop_num.txt").write_text("abc\n")  # stale logs of another run: never read
+    sparsity.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path), "--precisions", "k1", "k2"])
+    assert (tmp_path / "smlp_spike_neuron_n_mnist.png").stat().st_size > 10_000
+    logs = snn_logs.load_model_logs(root, "mlp", batch_size=4, ks=[2])
+    assert list(logs) == [2]
+
+
+def test_logs_of_different_runs_get_a_note(tmp_path, capsys):
+    root = write_run(tmp_path / "logs", ks=(0, 1))
+    write_logs(root / "k2", correct=np.array(CORRECT)[:2], spike_num=np.array(SPIKE_NUM)[:2],
+               spike_collect=np.array(SPIKE_COLLECT)[:2], sop_num=np.array(SOP_NUM)[:2],
+               results={"time_steps": 6, "n_test": 8, "k": 2})
+    snn_logs.load_model_logs(root, "mlp", batch_size=4)
+    err = capsys.readouterr().err
+    assert "come from different runs" in err and "k2: 8 samples, T = 6" in err and "k0: 12 samples" in err
+
+
+def test_titles_name_the_demo_data_only_when_every_log_was_simulated_on_it(tmp_path):
+    root = write_run(tmp_path / "logs")
+    for k in (0, 1, 2):
+        path = root / f"k{k}" / "snn_results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "data": "data/n_mnist_demo.npz"}))
+    logs = snn_logs.load_model_logs(root, "mlp", batch_size=4)
+    for figure in (accuracy_speed.plot_accuracy("mlp", logs), sops.plot_sops("mlp", logs),
+                   sparsity.plot_sparsity("mlp", logs)):
+        assert any("MLP 400-400 on the offline demo data:" in text for text in drawn_texts(figure))
+    path = root / "k1" / "snn_results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "data": "data/n_mnist.npz"}))
+    logs = snn_logs.load_model_logs(root, "mlp", batch_size=4)
+    assert any("MLP 400-400 on N-MNIST:" in text for text in drawn_texts(sops.plot_sops("mlp", logs)))
+
+
+def test_a_short_positive_bar_gets_its_label_above_the_stack(tmp_path):
+    from matplotlib.colors import same_color
+    from matplotlib.text import Annotation
+
+    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp", batch_size=4)
+    figure = sparsity.plot_sparsity("mlp", logs)  # positive 6.2 .. 18.5 spikes beside 800 neurons: short bars
+    labels = {text.get_text(): text for text in figure.findobj(Annotation)}
+    for value in ("6.2", "12.3", "18.5"):
+        assert same_color(labels[value].get_color(), sparsity.POSITIVE_COLOR)  # readable on white, not white
+        assert labels[value].xyann[1] > labels["1.0"].xyann[1]  # above the negative count
 
 
 def test_a_missing_ann_results_file_or_compare_root_that_was_asked_for_is_an_error(tmp_path):

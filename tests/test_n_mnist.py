@@ -141,6 +141,14 @@ def test_overflow_markers_add_2_pow_13_to_later_events_and_are_dropped():
     assert events.timestamp.tolist() == [16, 32 + 2**13, 48 + 2 * 2**13]
 
 
+def test_decoder_takes_a_numpy_byte_array_like_bytes():
+    data = n_mnist.encode_events(random_events(np.random.default_rng(8), 50))
+    from_array = n_mnist.decode_events(np.frombuffer(data, dtype=np.uint8))
+    from_bytes = n_mnist.decode_events(data)
+    for field in ("x", "y", "polarity", "timestamp"):
+        assert np.array_equal(getattr(from_array, field), getattr(from_bytes, field))
+
+
 def test_encode_decode_round_trip():
     rng = np.random.default_rng(0)
     events = random_events(rng, 5000)
@@ -186,6 +194,16 @@ def test_batch_counting_equals_decoding_each_recording():
         np.testing.assert_array_equal(frames[index], expected)
         assert events[index] == len(decoded)
     assert frames.dtype == np.uint16 and frames.shape == (40, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("field, value", [("x", 256), ("y", -1), ("polarity", 2)])
+def test_encoder_refuses_values_its_bit_fields_cannot_hold(field, value):
+    events = random_events(np.random.default_rng(0), 5)
+    values = getattr(events, field).astype(np.int64)
+    values[2] = value
+    setattr(events, field, values)
+    with pytest.raises(ValueError, match=f"{field} must lie in"):
+        n_mnist.encode_events(events)
 
 
 def test_encoder_refuses_timestamps_beyond_23_bits():
@@ -502,11 +520,84 @@ def test_a_failing_write_leaves_the_previous_dataset_and_no_temporary_file(datas
         Path(path).write_bytes(b"PK half")  # ...whose writer dies half-way
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez_compressed", write_half_then_fail)
+    monkeypatch.setattr(np, "savez", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         preprocessing_n_mnist.convert_dataset(raw, out, skip_bad=True, progress=False)
     assert out.read_bytes() == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["frames.npz", "raw"]
+
+
+def test_out_is_checked_before_any_recording_is_read(dataset, tmp_path, monkeypatch):
+    raw, _ = dataset
+    (tmp_path / "a_file").write_text("keep me")
+    monkeypatch.setattr(preprocessing_n_mnist, "convert_dataset", lambda *a, **k: pytest.fail("converted first"))
+    monkeypatch.setattr(preprocessing_n_mnist, "build_demo", lambda *a, **k: pytest.fail("emulated first"))
+    for flags in (["--raw", str(raw)], ["--demo"]):
+        with pytest.raises(UserError, match="a_file is a file, not a folder"):
+            preprocessing_n_mnist.main([*flags, "--out", str(tmp_path / "a_file" / "frames.npz"), "--quiet"])
+
+
+def test_demo_seed_below_zero_is_a_one_line_error(tmp_path):
+    assert_one_line_error(run_cli("--demo", "--seed", "-1", "--out", tmp_path / "demo.npz", "--quiet"),
+                          "--seed must be at least 0")
+
+
+def test_demo_recordings_folder_that_is_a_file_is_refused_before_emulating(tmp_path, monkeypatch):
+    import saccade_emulator
+
+    (tmp_path / "demo").write_text("not a folder")
+    monkeypatch.setattr(saccade_emulator, "demo_source_images", lambda: pytest.fail("emulated first"))
+    with pytest.raises(UserError, match="demo: is a file, not a folder"):
+        saccade_emulator.write_demo_recordings(tmp_path / "demo", seed=0, progress=False)
+    assert (tmp_path / "demo").read_text() == "not a folder"
+
+
+def test_hidden_folders_beside_the_digit_folders_are_ignored_in_both_forms(dataset, tmp_path):
+    raw, _ = dataset
+    expected = preprocessing_n_mnist.convert_split(raw, "Train", progress=False)
+    (raw / "Train" / ".ipynb_checkpoints").mkdir()
+    (raw / "Train" / ".ipynb_checkpoints" / "00001.bin").write_bytes(b"not a recording")
+    for form_raw in (raw, in_zip_copy(raw, tmp_path / "zipped")):
+        frames, labels, _, _ = preprocessing_n_mnist.convert_split(form_raw, "Train", progress=False)
+        assert np.array_equal(frames, expected[0]) and np.array_equal(labels, expected[1])
+
+
+def in_zip_copy(raw, target):
+    """The dataset at `raw` as Train.zip and Test.zip in `target`, every file (hidden ones too) a member."""
+    target.mkdir()
+    for split in n_mnist.SPLITS:
+        with zipfile.ZipFile(target / f"{split}.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted((raw / split).rglob("*.bin")):
+                archive.write(path, path.relative_to(raw).as_posix())
+    return target
+
+
+def test_a_member_whose_sizes_claim_more_than_the_archive_holds_is_refused_unread(tmp_path):
+    archive_path = tmp_path / "a.zip"
+    payload = n_mnist.encode_events(random_events(np.random.default_rng(5), 500))
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("m.bin", payload, zipfile.ZIP_DEFLATED)
+    data = bytearray(archive_path.read_bytes())
+    central = data.rindex(b"PK\x01\x02")
+    struct.pack_into("<I", data, central + 20, 0xFFFFFFF0)  # compressed size: almost 4 GB
+    archive_path.write_bytes(bytes(data))
+    with n_mnist.open_split("zip", archive_path) as read:
+        with pytest.raises(UserError, match="a.zip:m.bin: cannot read from the archive .*ends inside this member"):
+            read("m.bin")
+
+
+def test_a_member_that_inflates_beyond_its_declared_size_is_refused(tmp_path):
+    archive_path = tmp_path / "a.zip"
+    payload = bytes(5 * 200_000)  # inflates from a few hundred bytes
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("m.bin", payload, zipfile.ZIP_DEFLATED)
+    data = bytearray(archive_path.read_bytes())
+    for at, offset in ((data.index(b"PK\x03\x04"), 22), (data.rindex(b"PK\x01\x02"), 24)):
+        struct.pack_into("<I", data, at + offset, 5)  # declared uncompressed size: one event
+    archive_path.write_bytes(bytes(data))
+    with n_mnist.open_split("zip", archive_path) as read:
+        with pytest.raises(UserError, match="bad CRC-32 or size"):
+            read("m.bin")
 
 
 def test_md5_of_the_zips_is_checked_and_a_mismatch_only_warns(dataset, tmp_path, monkeypatch, capsys):
@@ -618,6 +709,26 @@ def test_loader_refuses_bad_files(tmp_path, problem, change, message):
 def test_loader_names_a_missing_file(tmp_path):
     with pytest.raises(UserError, match="not found"):
         n_mnist.load_frames(tmp_path / "absent.npz")
+    with pytest.raises(UserError, match="is a folder, not a frame dataset"):
+        n_mnist.load_frames(tmp_path)
+
+
+def test_loader_refuses_a_member_that_is_not_an_array(tmp_path):
+    path = tmp_path / "frames.npz"
+    np.savez(path, **frame_arrays())
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("x_extra.npy", b"not an array at all")
+    with pytest.raises(UserError, match="member 'x_extra' of the frame dataset is not a numpy array"):
+        n_mnist.load_frames(path)
+
+
+def test_frame_file_is_a_plain_npz_with_the_four_arrays(tmp_path):
+    arrays = frame_arrays()
+    n_mnist.save_frames(tmp_path / "frames.npz", **arrays)
+    with np.load(tmp_path / "frames.npz", allow_pickle=False) as loaded:
+        assert sorted(loaded.files) == sorted(arrays)
+        for key, array in arrays.items():
+            assert np.array_equal(loaded[key], array) and loaded[key].dtype == n_mnist.FRAME_KEYS[key]
 
 
 # ---------------------------------------------------------------------------------------------

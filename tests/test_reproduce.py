@@ -96,14 +96,16 @@ def test_a_failing_stage_stops_the_run_and_keeps_completed_stages(study, frame_d
     copy = tmp_path / "copy"
     shutil.copytree(out_root, copy)
     (copy / "MLP" / "checkpoints" / "k1" / "model_n_mnist.npz").write_bytes(b"not an npz")
-    kept = (copy / "LeNet" / "figs" / "k1" / "accuracy.txt").read_text()
+    (copy / "LeNet" / "checkpoints" / "k2" / "ann_results.json").unlink()  # a stage that runs before the failing one
     result = subprocess.run([sys.executable, "reproduce.py", "--data", str(frame_data), "--out-root", str(copy), *TINY_RUN],
                             cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: stage 'ANN mlp k1' failed: ")
+    assert re.search(r"\] ANN lenet k2: test accuracy .* \(done in", result.stdout)
     assert "SNN mlp k2" not in result.stdout  # nothing after the failing stage ran
-    assert (copy / "LeNet" / "figs" / "k1" / "accuracy.txt").read_text() == kept
+    redone = json.loads((copy / "LeNet" / "checkpoints" / "k2" / "ann_results.json").read_text())
+    assert redone["n_test"] == 50  # the completed stage's output stays
 
 
 @pytest.mark.parametrize("flags", [["--models", "resnet"], ["--precisions", "k3"], ["--epochs", "0"]])
@@ -146,6 +148,13 @@ def test_force_redoes_every_selected_stage(study, tmp_path):
     assert all("done in" in line for line in stage_lines(stdout))
     assert (copy / "MLP" / "checkpoints" / "k1" / "training_state.json").stat().st_mtime_ns > before
     assert json.loads((copy / "MLP" / "figs" / "k1" / "snn_results.json").read_text())["n_test"] == 20
+    # --force on a narrowed run keeps the data, which the models it leaves out were made from
+    data_time = (tmp_path / "frames.npz").stat().st_mtime_ns
+    stdout = run_reproduce(["--raw", str(tmp_path / "raw"), "--data", str(tmp_path / "frames.npz"), "--out-root",
+                            str(copy), "--models", "mlp", "mlp", "--precisions", "full", "--force", *TINY_RUN])
+    names = [line.split("] ")[1] for line in stage_lines(stdout)]
+    assert names[0] == "data: complete, skipped" and len(names) == 3  # data, train mlp full, ANN mlp full
+    assert (tmp_path / "frames.npz").stat().st_mtime_ns == data_time
 
 
 def test_full_precision_alone_needs_no_figures_and_reports_only_its_rows(study, frame_data, tmp_path):
@@ -178,6 +187,21 @@ def test_results_report_the_epochs_trained_and_which_times_are_from_earlier_runs
     assert f"Total: {timings['ANN mlp k1']:.0f} s in this run, plus" in markdown
 
 
+def test_an_out_root_that_cannot_be_written_is_a_one_line_error(tmp_path):
+    (tmp_path / "a_file").write_text("keep me")
+    with pytest.raises(UserError, match="a_file: cannot write there"):
+        reproduce.main(["--out-root", str(tmp_path / "a_file"), "--models", "mlp", "--precisions", "full"])
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_models_and_precisions_named_twice_run_once_and_the_demo_file_is_named_as_such():
+    args = reproduce.parse_args(["--models", "mlp", "lenet", "mlp", "--precisions", "k1", "k1", "full"])
+    assert args.models == ["mlp", "lenet"] and args.precisions == ["k1", "full"]
+    assert not reproduce.is_demo_data(args)
+    assert reproduce.is_demo_data(reproduce.parse_args(["--data", str(REPO / "data" / "n_mnist_demo.npz")]))
+    assert reproduce.is_demo_data(reproduce.parse_args(["--demo"]))
+
+
 def test_update_readme_refuses_another_out_root(tmp_path):
     with pytest.raises(UserError, match="leave out --out-root"):
         reproduce.main(["--out-root", str(tmp_path), "--update-readme"])
@@ -200,6 +224,21 @@ def test_other_run_settings_redo_the_stages_they_change(study, frame_data, tmp_p
     assert redone == ["train mlp k1", "ANN mlp k1", "SNN mlp k1", "figures mlp"]  # retrained afresh on 100
     state = json.loads((copy / "MLP" / "checkpoints" / "k1" / "training_state.json").read_text())
     assert state["settings"]["n_train"] == 100 and state["epochs_done"] == 1
+    # other data of the same size: trained afresh, not "resumed" from the finished run on the old data;
+    # and the figures draw this run's k1 only, never the (here malformed) k0 logs it did not make
+    from n_mnist import load_frame_counts, save_frames
+
+    arrays = load_frame_counts(frame_data)
+    arrays["x_train"][:, 0, 0] += 1
+    other = tmp_path / "other.npz"
+    save_frames(other, **arrays)
+    (copy / "MLP" / "figs" / "k0" / "sop_num.txt").write_text("abc\n")
+    stdout = run_reproduce(["--data", str(other), "--out-root", str(copy), "--models", "mlp", "--precisions", "k1", *tiny])
+    redone = [line.split("] ")[1].split(":")[0] for line in stage_lines(stdout) if "done in" in line]
+    assert redone == ["train mlp k1", "ANN mlp k1", "SNN mlp k1", "figures mlp"]
+    new_state = json.loads((copy / "MLP" / "checkpoints" / "k1" / "training_state.json").read_text())
+    assert new_state["settings"]["data_crc32"] != state["settings"]["data_crc32"]
+    assert "starting afresh" in (copy / reproduce.STAGE_LOG_FILE).read_text().split("==== train mlp k1")[-1]
 
 
 def test_result_files_count_as_complete_only_when_well_formed(tmp_path):

@@ -760,7 +760,7 @@ def broken_file(source_dir, target_dir, **changes):
 
 BAD_INPUT_CASES = ["missing file", "other model", "full precision", "other k", "missing array", "wrong shape",
                    "non-positive variance", "zero gamma", "time steps 0", "time steps not a number", "batch size 0",
-                   "test limit 0", "unwritable log dir"]
+                   "test limit 0", "unwritable log dir", "time steps beyond int32", "a log file that is a folder"]
 
 
 def bad_input(case, model, k, parameter_files, tmp_path):
@@ -800,6 +800,11 @@ def bad_input(case, model, k, parameter_files, tmp_path):
     elif case == "unwritable log dir":
         (tmp_path / "a_file").write_text("x")
         log_dir, fragment = tmp_path / "a_file" / "logs", "log directory is not writable"
+    elif case == "time steps beyond int32":
+        extra, fragment = ["--time-steps", str(2**31)], "--time-steps must be at most 2,147,483,647"
+    elif case == "a log file that is a folder":
+        (log_dir / "spike_num.txt").mkdir(parents=True)
+        fragment = "spike_num.txt: is a folder; cannot write the log there"
     return extra, own, log_dir, fragment
 
 
@@ -819,10 +824,10 @@ def test_snn_script_bad_input(case, model, precision, parameter_files, frame_dat
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: "), captured.err
     assert fragment in captured.err, captured.err
-    if case not in ("time steps 0", "time steps not a number", "batch size 0", "test limit 0"):
-        assert str(model_dir if case != "unwritable log dir" else log_dir) in captured.err
+    if case not in ("time steps 0", "time steps not a number", "batch size 0", "test limit 0", "time steps beyond int32"):
+        assert str(model_dir if "log" not in case else log_dir) in captured.err
     written = list(log_dir.iterdir()) if log_dir.is_dir() else []
-    assert written == []  # nothing simulated, nothing written
+    assert written == ([log_dir / "spike_num.txt"] if case == "a log file that is a folder" else [])  # nothing written
 
 
 def test_snn_script_bad_input_in_a_fresh_process(parameter_files, frame_data, tmp_path):
@@ -849,6 +854,7 @@ def test_snn_thin_scripts(model, precision, script_runs):
     assert (results["n_test"], results["time_steps"], len(results["accuracy_per_step"])) == (20, 10, 10)
     assert results["final_accuracy"] == logs["accuracy.txt"][-1] / 20
     assert results["ann_ops_per_sample"] == {"lenet": 7_535_808, "mlp": 492_000}[model]
+    assert results["data"].endswith("tiny_n_mnist.npz")  # named for the figures' titles
     assert sorted(p.name for p in run["log_dir"].iterdir()) == sorted([*LOG_FILES, "snn_results.json"])
     assert MODEL_FOLDERS[model] in script_paths(model, precision)["snn"]
 

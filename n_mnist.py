@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -220,10 +220,13 @@ def _list_zip_split(archive_path, split):
         if twice:
             raise UserError(f"{archive_path}: member {twice[0]!r} is in the archive twice")
         for member in names:
-            path = PurePosixPath(member.replace("\\", "/"))  # some Windows tools write backslashes
-            if path.is_absolute() or re.match(r"^[A-Za-z]:", member) or ".." in path.parts:
+            # Split as PurePosixPath would (empty and "." parts dropped), but with plain strings: a path
+            # object per member took a tenth of a zip conversion. Some Windows tools write backslashes.
+            normalized = member.replace("\\", "/")
+            parts = [part for part in normalized.split("/") if part not in ("", ".")]
+            if normalized.startswith("/") or re.match(r"^[A-Za-z]:", member) or ".." in parts:
                 raise UserError(f"{archive_path}: unsafe archive member path {member!r}")
-            parts = path.parts[1:] if path.parts[:1] == (split,) else path.parts
+            parts = parts[1:] if parts[:1] == [split] else parts
             if not parts or parts[0].startswith(IGNORED_PREFIXES):
                 continue
             is_folder = member.endswith("/") or len(parts) > 1
@@ -232,7 +235,7 @@ def _list_zip_split(archive_path, split):
             if is_folder:
                 digit_folders.add(int(parts[0]))
             if len(parts) == 2 and member.endswith(".bin"):
-                entries.append((path.stem, int(parts[0]), member))
+                entries.append((parts[1].removesuffix(".bin"), int(parts[0]), member))
     _check_all_digits(archive_path, digit_folders)
     return entries
 

@@ -12,6 +12,7 @@ cannot be extended with a larger --epochs.
     python LeNet/training_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz
     python LeNet/training_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz --resume
 """
+import gc
 import json
 import math
 import sys
@@ -265,6 +266,8 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
                     steps_per_epoch=math.ceil(len(x_train) / batch_size),
                     callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint, *callbacks])
     if checkpoint.bad_loss_epoch is not None:
+        del batches
+        gc.collect()  # free fit's unfinished dataset iterator now: at exit, TensorFlow complains about it
         bad = checkpoint.bad_loss_epoch
         kept = f"kept the checkpoint of epoch {bad - 1}" if bad > 1 else "no epoch finished, nothing was written"
         raise UserError(f"{model_dir}: the loss or the weights became NaN or infinite in epoch {bad}; {kept} "

@@ -1,6 +1,7 @@
 """The quantized ANNs (ALGORITHM.md §2), their training and resume, and the §6 parameter file."""
 import json
 import math
+import os
 import runpy
 import shutil
 import subprocess
@@ -478,6 +479,14 @@ def test_nan_loss_from_absurd_learning_rate(frame_data, tmp_path):
     assert "\n" not in str(error.value) and str(tmp_path) in str(error.value)
     assert not (tmp_path / models.PARAMETERS_FILE).exists()  # no epoch finished with a finite loss
     assert not list(tmp_path.glob("checkpoint_epoch*.keras"))
+
+
+def test_nan_loss_in_the_script_is_one_line_and_nothing_else_on_stderr(frame_data, tmp_path):
+    completed = subprocess.run([sys.executable, "MLP/training_k1_mlp_n_mnist.py", "--data", str(frame_data), "--model-dir",
+                                str(tmp_path / "run"), "--batch-size", "50", "--epochs", "2", "--lr", "1e38"], cwd=REPO,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}, capture_output=True, text=True, timeout=300)
+    assert_one_line_error(completed, "NaN or infinite in epoch 1")
+    assert completed.stderr.rstrip().splitlines()[-1].startswith("error: ")  # no TensorFlow complaint after it
 
 
 def test_nan_loss_keeps_the_last_good_epoch(frame_data, tmp_path, monkeypatch, uninterrupted):

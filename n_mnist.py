@@ -235,7 +235,7 @@ def _list_zip_split(archive_path, split):
             if is_folder:
                 digit_folders.add(int(parts[0]))
             if len(parts) == 2 and member.endswith(".bin"):
-                entries.append((parts[1].removesuffix(".bin"), int(parts[0]), member))
+                entries.append((parts[1][:-4] if parts[1] != ".bin" else parts[1], int(parts[0]), member))  # the stem
     _check_all_digits(archive_path, digit_folders)
     return entries
 

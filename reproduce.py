@@ -166,8 +166,13 @@ def build_stages(args, paths, screen=sys.stdout):
         x_train, y_train, _, _ = n_mnist.load_frames(data, train_limit=args.train_limit, test_limit=0)
         return training.run_settings(training.BATCH_SIZE, training.LEARNING_RATE, args.seed, x_train, y_train)
 
+    def simulated(model, precision):  # the SNN's logs are this run's: its test samples and T, its model and data
+        results = paths.log_dir(model, precision) / evaluation.SNN_RESULTS_FILE
+        return complete_results(results, SNN_KEYS, [paths.model_dir(model, precision) / PARAMETERS_FILE, data],
+                                lossless=True, n_test=test_size(), time_steps=args.time_steps) is not None
+
     def same_training(state):  # the state was trained with this run's settings, on the same data
-        return state is not None and state.get("settings") == wanted_settings()
+        return state is not None and training.changed_setting(state, wanted_settings()) is None
 
     for model in args.models:
         for precision in args.precisions:
@@ -207,7 +212,6 @@ def build_stages(args, paths, screen=sys.stdout):
     for model in args.models:
         for precision in [p for p in args.precisions if precision_to_k(p) >= 0]:
             model_dir, log_dir = paths.model_dir(model, precision), paths.log_dir(model, precision)
-            results = log_dir / evaluation.SNN_RESULTS_FILE
 
             def simulate(model=model, precision=precision, model_dir=model_dir, log_dir=log_dir):
                 results = evaluation.evaluate_snn(model, precision, data, model_dir, log_dir, args.time_steps,
@@ -217,27 +221,26 @@ def build_stages(args, paths, screen=sys.stdout):
                         f"{args.time_steps} steps; {check['mismatching_predictions']} predictions differ "
                         f"from the quantized ANN's")
 
-            def simulated(results=results, model_dir=model_dir):
-                return complete_results(results, SNN_KEYS, [model_dir / PARAMETERS_FILE, data], lossless=True,
-                                        n_test=test_size(), time_steps=args.time_steps) is not None
-
-            stages.append((f"SNN {model} {precision}", simulated, simulate))
+            stages.append((f"SNN {model} {precision}", functools.partial(simulated, model, precision), simulate))
     for model in args.models:
         if not any(precision_to_k(p) >= 0 for p in args.precisions):
             continue  # no SNN logs to draw
         figure_dir = paths.figure_dir(model)
         ann_results = paths.model_dir(model, "full") / evaluation.ANN_RESULTS_FILE
-        spiking = [p for p in args.precisions if precision_to_k(p) >= 0]  # only this run's: other logs may be stale
+        spiking = [p for p in PRECISIONS if precision_to_k(p) >= 0]
         inputs = [ann_results] + [paths.log_dir(model, p) / evaluation.SNN_RESULTS_FILE for p in spiking]
         outputs = [figure_dir / f"{prefix}.png" for prefix in figure_names(model)]
 
         def draw(model=model, figure_dir=figure_dir, ann_results=ann_results, spiking=spiking):
+            # This run's precisions, and those whose logs count as complete for this run (an earlier run's,
+            # with the same test samples and T, newer than their model and the data); other logs may be stale.
+            drawn = [p for p in spiking if p in args.precisions or simulated(model, p)]
             ann_flags = ["--ann-results", str(ann_results)] if ann_results.is_file() else []
             for script in FIGURES:
                 module = importlib.import_module(f"figs.{script}")
                 module.main(["--model", model, "--log-root", str(figure_dir), "--out-dir", str(figure_dir),
-                             "--precisions", *spiking, *ann_flags])
-            return f"{len(FIGURES)} figures in {shown(figure_dir)}"
+                             "--precisions", *drawn, *ann_flags])
+            return f"{len(FIGURES)} figures of {', '.join(drawn)} in {shown(figure_dir)}"
 
         stages.append((f"figures {model}", lambda outputs=outputs, inputs=inputs: all(newer(o, *inputs) for o in outputs), draw))
     return stages

@@ -112,15 +112,28 @@ def run_settings(batch_size, learning_rate, seed, x_train, y_train):
             "data_crc32": f"{data_crc32:08x}"}
 
 
+def changed_setting(state, settings):
+    """(key, before, now) of the first of `settings` that differs from the run in `state`, or None.
+
+    A setting the state does not record (written by an older version of this code) is not compared,
+    so that such a run can still be resumed.
+    """
+    for key, value in settings.items():
+        before = state.get("settings", {}).get(key, value)
+        if before != value or type(before) is not type(value):
+            return key, before, value
+    return None
+
+
 def check_same_settings(model_dir, state, settings):
     """UserError when a resumed run would use other settings than the run it continues."""
-    for key, value in settings.items():
-        before = state.get("settings", {}).get(key, value)  # states written before settings were kept: no check
-        if before != value or type(before) is not type(value):
-            flag = {"n_train": "--train-limit (training samples)", "learning_rate": "--lr",
-                    "data_crc32": "training data (CRC-32)"}.get(key, f"--{key.replace('_', '-')}")
-            raise UserError(f"{model_dir}: the interrupted run used {flag} {before}, this one {value}; "
-                            "resume with the same settings, or leave out --resume to start afresh")
+    changed = changed_setting(state, settings)
+    if changed:
+        key, before, value = changed
+        flag = {"n_train": "--train-limit (training samples)", "learning_rate": "--lr",
+                "data_crc32": "training data (CRC-32)"}.get(key, f"--{key.replace('_', '-')}")
+        raise UserError(f"{model_dir}: the interrupted run used {flag} {before}, this one {value}; "
+                        "resume with the same settings, or leave out --resume to start afresh")
 
 
 def load_checkpoint(path, model, precision, k):
@@ -201,6 +214,12 @@ def make_model_dir(model_dir):
         raise UserError(f"{model_dir}: cannot create the model folder ({error.strerror or error})") from None
 
 
+def temporary_files(model_dir):
+    """The temporary files (cli.atomic_path's `.<name>.*.tmp*`) of this module's outputs in `model_dir`."""
+    names = ["checkpoint_epoch*.keras", STATE_FILE, LOG_FILE, models.PARAMETERS_FILE]
+    return [path for name in names for path in Path(model_dir).glob(f".{name}.*.tmp*")]
+
+
 def remove_files(paths):
     """Delete the files `paths` that exist; UserError naming the first one that cannot be deleted."""
     for path in paths:
@@ -237,7 +256,7 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
         keras_model = load_checkpoint(model_dir / state["checkpoint"], model, precision, k)
         first_epoch, history = state["epochs_done"], state["history"]
         print(f"resuming {model} {precision} from epoch {first_epoch} of {epochs}")
-        remove_files(model_dir.glob(".*.tmp*"))  # what a kill mid-write left
+        remove_files(temporary_files(model_dir))  # what a kill mid-write left
         if first_epoch == epochs:
             write_outputs(model_dir, keras_model, model, k, history)
             return history
@@ -246,7 +265,7 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
             print(f"note: starting afresh; the earlier run in {model_dir} is replaced (use --resume to continue it)")
         # Everything an earlier run left (its state is not even read: it may be what went wrong), so that
         # nothing of it is mistaken for this run's output; temporary files of a killed run included.
-        remove_files([*model_dir.glob("checkpoint_epoch*.keras"), *model_dir.glob(".*.tmp*"),
+        remove_files([*model_dir.glob("checkpoint_epoch*.keras"), *temporary_files(model_dir),
                       model_dir / STATE_FILE, model_dir / LOG_FILE, model_dir / models.PARAMETERS_FILE])
         keras_model = models.build_model(model, k)
         keras_model.compile(

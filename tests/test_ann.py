@@ -562,6 +562,16 @@ def test_resume_refuses_other_training_data_of_the_same_size(frame_data, one_epo
         train_quietly("mlp", "k1", other, model_dir, epochs=2, resume=True)
 
 
+def test_a_state_from_before_a_setting_was_recorded_still_resumes_and_counts_as_the_same_run():
+    x, y = np.zeros((4, 34, 34, 1), np.float32), np.arange(4)
+    settings = training.run_settings(200, 1e-4, 0, x, y)
+    older = {"settings": {key: value for key, value in settings.items() if key != "data_crc32"}}
+    assert training.changed_setting(older, settings) is None
+    assert training.changed_setting({"settings": settings}, training.run_settings(200, 1e-4, 0, x + 1, y)) == (
+        "data_crc32", settings["data_crc32"], training.run_settings(200, 1e-4, 0, x + 1, y)["data_crc32"])
+    assert training.changed_setting({"settings": settings}, {**settings, "seed": 1})[0] == "seed"
+
+
 def test_resume_removes_what_a_kill_left_and_the_stale_evaluation(frame_data, one_epoch_mlp_k1, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch_mlp_k1, model_dir)

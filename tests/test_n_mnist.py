@@ -4,10 +4,12 @@ Covers the 40-bit decoder on hand-built bytes, both dataset layouts (folders and
 independent count, every kind of bad input through the real command line, the frame loader's
 checks, and the orientation of the real sample in ../shared (skipped when that is absent).
 """
+import io
 import shutil
 import struct
 import subprocess
 import sys
+import tracemalloc
 import warnings
 import zipfile
 from pathlib import Path
@@ -572,7 +574,7 @@ def in_zip_copy(raw, target):
     return target
 
 
-def test_a_member_whose_sizes_claim_more_than_the_archive_holds_is_refused_unread(tmp_path):
+def test_a_member_whose_sizes_claim_more_than_the_archive_holds_is_refused_unread(tmp_path, monkeypatch):
     archive_path = tmp_path / "a.zip"
     payload = n_mnist.encode_events(random_events(np.random.default_rng(5), 500))
     with zipfile.ZipFile(archive_path, "w") as archive:
@@ -581,23 +583,36 @@ def test_a_member_whose_sizes_claim_more_than_the_archive_holds_is_refused_unrea
     central = data.rindex(b"PK\x01\x02")
     struct.pack_into("<I", data, central + 20, 0xFFFFFFF0)  # compressed size: almost 4 GB
     archive_path.write_bytes(bytes(data))
+    requested = []
+
+    class SpyFile(io.BufferedReader):  # records how many bytes each read asks for
+        def read(self, size=-1):
+            requested.append(size)
+            return super().read(size)
+
+    monkeypatch.setattr(n_mnist, "open", lambda path, mode: SpyFile(io.FileIO(path, mode)), raising=False)
     with n_mnist.open_split("zip", archive_path) as read:
         with pytest.raises(UserError, match="a.zip:m.bin: cannot read from the archive .*ends inside this member"):
             read("m.bin")
+    assert max(requested) <= archive_path.stat().st_size  # refused before asking for almost 4 GB
 
 
 def test_a_member_that_inflates_beyond_its_declared_size_is_refused(tmp_path):
     archive_path = tmp_path / "a.zip"
-    payload = bytes(5 * 200_000)  # inflates from a few hundred bytes
+    payload = bytes(5 * 4_000_000)  # 20 MB that deflate to a few kB
     with zipfile.ZipFile(archive_path, "w") as archive:
         archive.writestr("m.bin", payload, zipfile.ZIP_DEFLATED)
     data = bytearray(archive_path.read_bytes())
     for at, offset in ((data.index(b"PK\x03\x04"), 22), (data.rindex(b"PK\x01\x02"), 24)):
         struct.pack_into("<I", data, at + offset, 5)  # declared uncompressed size: one event
     archive_path.write_bytes(bytes(data))
+    tracemalloc.start()
     with n_mnist.open_split("zip", archive_path) as read:
         with pytest.raises(UserError, match="bad CRC-32 or size"):
             read("m.bin")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000  # never inflated to its 20 MB
 
 
 def test_md5_of_the_zips_is_checked_and_a_mismatch_only_warns(dataset, tmp_path, monkeypatch, capsys):
@@ -725,6 +740,8 @@ def test_loader_refuses_a_member_that_is_not_an_array(tmp_path):
 def test_frame_file_is_a_plain_npz_with_the_four_arrays(tmp_path):
     arrays = frame_arrays()
     n_mnist.save_frames(tmp_path / "frames.npz", **arrays)
+    with zipfile.ZipFile(tmp_path / "frames.npz") as archive:  # stored: compressing cost more than converting
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
     with np.load(tmp_path / "frames.npz", allow_pickle=False) as loaded:
         assert sorted(loaded.files) == sorted(arrays)
         for key, array in arrays.items():

@@ -91,6 +91,19 @@ def test_a_rerun_skips_complete_stages_and_redoes_only_what_changed(study, frame
     assert sum("complete, skipped" in line for line in stage_lines(stdout)) == N_STAGES - 2
 
 
+def test_a_narrowed_rerun_still_draws_the_other_precisions_logs_that_are_this_run_s(study, frame_data, tmp_path):
+    copy = copy_of(study, tmp_path)
+    (copy / "MLP" / "figs" / "k1" / "snn_results.json").unlink()
+    stdout = run_reproduce(["--data", str(frame_data), "--out-root", str(copy), "--models", "mlp",
+                            "--precisions", "k1", *TINY_RUN])
+    redone = [line.split("] ")[1] for line in stage_lines(stdout) if "done in" in line]
+    assert [line.split(":")[0] for line in redone] == ["SNN mlp k1", "figures mlp"]
+    assert "3 figures of k0, k1, k2 in" in redone[1]  # k0 and k2: same test samples and T, newer than their models
+    # a later full run finds the figures complete, and they hold every precision
+    stdout = run_reproduce(["--data", str(frame_data), "--out-root", str(copy), "--models", "mlp", *TINY_RUN])
+    assert not [line for line in stage_lines(stdout) if "done in" in line]
+
+
 def test_a_failing_stage_stops_the_run_and_keeps_completed_stages(study, frame_data, tmp_path):
     out_root, _ = study
     copy = tmp_path / "copy"
@@ -234,8 +247,9 @@ def test_other_run_settings_redo_the_stages_they_change(study, frame_data, tmp_p
     save_frames(other, **arrays)
     (copy / "MLP" / "figs" / "k0" / "sop_num.txt").write_text("abc\n")
     stdout = run_reproduce(["--data", str(other), "--out-root", str(copy), "--models", "mlp", "--precisions", "k1", *tiny])
-    redone = [line.split("] ")[1].split(":")[0] for line in stage_lines(stdout) if "done in" in line]
-    assert redone == ["train mlp k1", "ANN mlp k1", "SNN mlp k1", "figures mlp"]
+    redone = [line.split("] ")[1] for line in stage_lines(stdout) if "done in" in line]
+    assert [line.split(":")[0] for line in redone] == ["train mlp k1", "ANN mlp k1", "SNN mlp k1", "figures mlp"]
+    assert "3 figures of k1 in" in redone[-1]  # k0 and k2 were simulated on the old data
     new_state = json.loads((copy / "MLP" / "checkpoints" / "k1" / "training_state.json").read_text())
     assert new_state["settings"]["data_crc32"] != state["settings"]["data_crc32"]
     assert "starting afresh" in (copy / reproduce.STAGE_LOG_FILE).read_text().split("==== train mlp k1")[-1]

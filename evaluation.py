@@ -28,6 +28,15 @@ def default_log_dir(model, precision):
     return REPO_ROOT / MODEL_FOLDERS[model] / "figs" / precision
 
 
+def load_test_split(data, test_limit):
+    """(x_test, y_test) of `data`, the first `test_limit`; a note when the split holds fewer samples."""
+    _, _, x_test, y_test = load_frames(data, train_limit=0, test_limit=test_limit)
+    if test_limit is not None and test_limit > len(y_test):
+        print(f"note: {shown(data)} holds {len(y_test):,} test samples, fewer than --test-limit {test_limit:,}: "
+              "using them all")
+    return x_test, y_test
+
+
 def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit=None):
     """Test accuracy of the ANN in model_dir/model_n_mnist.npz; writes ann_results.json beside it.
 
@@ -37,7 +46,7 @@ def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit
     k = precision_to_k(precision)
     model_dir = Path(model_dir or default_model_dir(model, precision))
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k)
-    _, _, x_test, y_test = load_frames(data, train_limit=0, test_limit=test_limit)
+    x_test, y_test = load_test_split(data, test_limit)
     keras_model = models.build_model(model, k)
     models.assign_parameters(keras_model, params, model)
     n_hidden = len(ARCHITECTURES[model])
@@ -129,7 +138,7 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     model_dir = Path(model_dir or default_model_dir(model, precision))
     log_dir = Path(log_dir or default_log_dir(model, precision))
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k, quantized_only=True)
-    _, _, x_test, y_test = load_frames(data, train_limit=0, test_limit=test_limit)
+    x_test, y_test = load_test_split(data, test_limit)
     check_writable(log_dir)
 
     network = spiking_utils.convert(params)

@@ -445,6 +445,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.update_readme and Path(args.out_root).resolve() != REPO_ROOT:
         raise UserError("--update-readme copies the repository's own results: leave out --out-root")
+    if args.update_readme and (set(args.models) != set(MODEL_NAMES) or set(args.precisions) != set(PRECISIONS)):
+        raise UserError("--update-readme replaces the README's whole results table: leave out --models and --precisions")
     paths = Paths(args.out_root)
     screen = sys.stdout
     stages = build_stages(args, paths, screen)

@@ -77,6 +77,8 @@ def read_column(path):
     values = np.empty(len(lines), dtype=np.int64)
     for number, line in enumerate(lines, start=1):
         text = line.strip()
+        if "_" in text:  # Python's int() and float() accept 1_000; a log never holds it
+            raise UserError(f"{path}:{number}: expected a whole number, got {text!r}")
         try:
             values[number - 1] = int(text)
             continue

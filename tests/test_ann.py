@@ -542,6 +542,13 @@ def test_ann_evaluation_refuses_parameters_that_give_non_finite_outputs(frame_da
     assert not (tmp_path / training.ANN_RESULTS_FILE).exists()
 
 
+def test_a_test_limit_beyond_the_split_uses_it_all_and_says_so(frame_data, tmp_path, capsys):
+    write_parameters(tmp_path / models.PARAMETERS_FILE, random_parameters("mlp", 1, seed=3))
+    results = evaluation.evaluate_ann("mlp", "k1", frame_data, tmp_path, test_limit=1000)
+    assert results["n_test"] == 100
+    assert "holds 100 test samples, fewer than --test-limit 1,000: using them all" in capsys.readouterr().out
+
+
 def test_a_model_dir_that_cannot_be_created_is_a_one_line_error(frame_data, tmp_path):
     (tmp_path / "a_file").write_text("keep me")
     for model_dir in (tmp_path / "a_file", tmp_path / "a_file" / "sub"):

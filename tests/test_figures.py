@@ -174,10 +174,11 @@ def test_non_whole_value_rejected(tmp_path):
     _expect_error(folder, "spike_num.txt:3", "1.5")
 
 
-def test_garbage_value_rejected(tmp_path):
+@pytest.mark.parametrize("garbage", ["abc", "1_000"])
+def test_garbage_value_rejected(tmp_path, garbage):
     folder = write_logs(tmp_path)
-    (folder / "sop_num.txt").write_text("0\nabc\n" + "0\n" * 16)
-    _expect_error(folder, "sop_num.txt:2", "abc")
+    (folder / "sop_num.txt").write_text(f"0\n{garbage}\n" + "0\n" * 16)
+    _expect_error(folder, "sop_num.txt:2", garbage)
 
 
 def test_files_of_different_lengths_rejected(tmp_path):

@@ -215,10 +215,13 @@ def test_models_and_precisions_named_twice_run_once_and_the_demo_file_is_named_a
     assert reproduce.is_demo_data(reproduce.parse_args(["--demo"]))
 
 
-def test_update_readme_refuses_another_out_root(tmp_path):
+def test_update_readme_refuses_another_out_root_or_a_narrowed_run(tmp_path):
+    readme = (REPO / "README.md").read_text()
     with pytest.raises(UserError, match="leave out --out-root"):
         reproduce.main(["--out-root", str(tmp_path), "--update-readme"])
-    assert not list(tmp_path.iterdir())
+    with pytest.raises(UserError, match="leave out --models and --precisions"):
+        reproduce.main(["--update-readme", "--models", "mlp"])
+    assert not list(tmp_path.iterdir()) and (REPO / "README.md").read_text() == readme
 
 
 def test_other_run_settings_redo_the_stages_they_change(study, frame_data, tmp_path):

@@ -364,7 +364,9 @@ def results_markdown(paths, args, timings, ran_now):
             f"{fmt(paper.get('sops'), 'int')} / {fmt(row['sops'], 'int')}",
             fmt(row["ann_ops"], "int"), lossless_text(row),
         ]) + " |")
-    lines += ["", "Steps: the first time step (from 1) from which the SNN accuracy stays at its final value. "
+    lines += ["", "Steps: the first time step (from 1) from which the SNN accuracy stays at its final value "
+              "(single predictions may still change after it while the count of correct ones stays, so the "
+              "step from which all predictions match the quantized ANN's can be later). "
               "Spikes and SOPs: per test sample after the last step. The lossless check compares every neuron's "
               "net spike count with 2^k × the quantized ANN activation (float64) and the SNN's predictions with "
               "the quantized ANN's.", "", "### Stage wall times", "", "| stage | seconds | run |", "|---|---|---|"]

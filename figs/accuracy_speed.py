@@ -64,8 +64,8 @@ def plot_accuracy(model, logs, ann_accuracy=None, compare_logs=None, compare_lab
         draw(log, k, True, curve_label(k, log, compare_label))
     if ann_accuracy is not None:
         for axes in (whole, zoom):
-            line = axes.axhline(100 * ann_accuracy, color=ANN_COLOR, linestyle=":", linewidth=1.8,
-                                label=f"full-precision ANN: {percent(ann_accuracy)}")
+            line = axes.axhline(100 * ann_accuracy, color=ANN_COLOR, linestyle=":", linewidth=1.8, zorder=4,
+                                label=f"full-precision ANN{' (ours)' if compare_logs else ''}: {percent(ann_accuracy)}")
         groups["reference"].append(line)
 
     all_logs = list(logs.values()) + list(compare_logs.values())
@@ -92,7 +92,9 @@ def plot_accuracy(model, logs, ann_accuracy=None, compare_logs=None, compare_lab
         axes.grid(True, alpha=0.3)
     for axes in (whole, zoom):
         axes.xaxis.get_major_locator().set_params(integer=True)  # time steps are whole numbers
-    figure.suptitle(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}: SNN accuracy vs time step", fontsize=14)
+    compared = f" (dashed: {compare_label}, {dataset_name(compare_logs.values())})" if compare_logs else ""
+    figure.suptitle(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}{compared}: SNN accuracy vs time step",
+                    fontsize=14)
     figure.tight_layout()
     # one legend column per group (ours, compared, ANN and markers), below the panels
     handles = legend_columns(list(groups.values()))

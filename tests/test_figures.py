@@ -283,8 +283,11 @@ def test_accuracy_figure_with_comparison_and_no_ann(tmp_path, capsys):
     compare = snn_logs.load_model_logs(other, "mlp", batch_size=4)
     figure = accuracy_speed.plot_accuracy("mlp", logs, None, compare, "authors")
     texts = drawn_texts(figure)
-    assert {"k=2: 100.00% after 5 steps", "k=2 (authors): 91.67% after 6 steps"} <= texts
+    assert {"k=2: 100.00% after 5 steps", "k=2 (authors): 91.67% after 6 steps",
+            "MLP 400-400 on N-MNIST (dashed: authors, N-MNIST): SNN accuracy vs time step"} <= texts
     assert "full-precision ANN" not in " ".join(texts)
+    with_ann = drawn_texts(accuracy_speed.plot_accuracy("mlp", logs, 0.9643, compare, "authors"))
+    assert "full-precision ANN (ours): 96.43%" in with_ann  # the compared logs belong to another ANN
     dashed = [line for line in figure.axes[0].get_lines() if line.get_linestyle() == "--"]
     assert len(dashed) == 3  # one dashed curve per compared precision
 

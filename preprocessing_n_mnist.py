@@ -28,6 +28,11 @@ WORKERS = 2
 CHUNK_RECORDINGS = 256  # recordings per task of a conversion thread
 
 
+def is_demo_file(path):
+    """True for the demo's frame dataset, recognised by its file name wherever it lies."""
+    return Path(path).name == DEFAULT_DEMO_OUT.name
+
+
 def file_md5(path, chunk_bytes=1 << 22):
     """Hex MD5 of a file, read in 4 MB chunks (the zips are about 1 GB)."""
     digest = hashlib.md5()

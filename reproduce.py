@@ -325,9 +325,14 @@ def lossless_text(row):
             f"all predictions match from step {check['first_step_all_predictions_match'] or '–'}")
 
 
+def covers_whole_study(args):
+    """True when no --models or --precisions narrow the run."""
+    return set(args.models) == set(MODEL_NAMES) and set(args.precisions) == set(PRECISIONS)
+
+
 def is_demo_data(args):
     """True for the emulated demo dataset (--demo, or its file given with --data)."""
-    return args.demo or Path(args.data).resolve() == Path(preprocessing_n_mnist.DEFAULT_DEMO_OUT).resolve()
+    return args.demo or preprocessing_n_mnist.is_demo_file(args.data)
 
 
 def distinct(values):
@@ -447,7 +452,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.update_readme and Path(args.out_root).resolve() != REPO_ROOT:
         raise UserError("--update-readme copies the repository's own results: leave out --out-root")
-    if args.update_readme and (set(args.models) != set(MODEL_NAMES) or set(args.precisions) != set(PRECISIONS)):
+    if args.update_readme and not covers_whole_study(args):
         raise UserError("--update-readme replaces the README's whole results table: leave out --models and --precisions")
     paths = Paths(args.out_root)
     screen = sys.stdout
@@ -462,12 +467,12 @@ def main(argv=None):
     except OSError as error:
         raise UserError(f"{args.out_root}: cannot write there ({error.strerror or error})") from None
     started, ran_now = time.perf_counter(), set()
-    # --force rebuilds the data only for the whole study: new data would make every other model's outputs stale
-    whole_study = set(args.models) == set(MODEL_NAMES) and set(args.precisions) == set(PRECISIONS)
     print(f"{len(stages)} stages; each stage's full output goes to {shown(stage_log)}", flush=True)
     for number, (name, is_complete, run) in enumerate(stages, start=1):
         prefix = f"[{number:2d}/{len(stages)}] {name}"
-        if not (args.force and (whole_study or name != "data")) and is_complete():
+        # --force rebuilds the data only for the whole study: new data would make every other model's outputs stale
+        forced = args.force and (name != "data" or covers_whole_study(args))
+        if not forced and is_complete():
             print(f"{prefix}: complete, skipped", flush=True)
             continue
         live = screen.isatty()  # a terminal: show the stage while it runs, then overwrite that line

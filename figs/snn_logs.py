@@ -23,7 +23,7 @@ import numpy as np
 from architectures import DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES
 from cli import REPO_ROOT, ArgumentParser, UserError, atomic_path, positive_int, read_json_object
 from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final
-from preprocessing_n_mnist import DEFAULT_DEMO_OUT
+from preprocessing_n_mnist import is_demo_file
 
 DEFAULT_BATCH_SIZE = LOG_BATCH_SIZE  # only used when a folder has no snn_results.json
 RESULTS_FILE = "snn_results.json"
@@ -247,8 +247,8 @@ def read_logs(folder, batch_size=DEFAULT_BATCH_SIZE, time_steps=None, model=None
 
 def dataset_name(logs):
     """What `logs` (SnnLogs) were simulated on, for titles: the offline demo data when every one says so."""
-    names = {Path(log.data).name if log.data else None for log in logs}
-    return "the offline demo data" if names == {DEFAULT_DEMO_OUT.name} else "N-MNIST"
+    logs = list(logs)
+    return "the offline demo data" if logs and all(log.data and is_demo_file(log.data) for log in logs) else "N-MNIST"
 
 
 def has_logs(folder):

@@ -477,8 +477,17 @@ def label_bars(axes, bars, texts, inside=False, color="black", fontsize=9.5, off
                       ha="center", va=va, color=color, fontsize=fontsize)
 
 
-def thousands_axis(axes):
-    """y tick labels with thousands separators (1,000,000 rather than 1e6)."""
+def finish_bar_figure(figure, axes, model, logs, ylabel, subject, caption):
+    """What the two bar figures share: counts on y with thousands separators, a light grid, the title
+    "<Model> on <data>: <subject>", and `caption` (its "{steps}" replaced by the logs' time steps) below."""
     from matplotlib.ticker import FuncFormatter
 
-    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    axes.set_ylabel(ylabel)
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))  # 1,000,000 rather than 1e6
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.set_axisbelow(True)
+    axes.set_title(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}: {subject}")
+    steps = "/".join(map(str, sorted({log.time_steps for log in logs.values()})))
+    axes.set_xlabel(caption.replace("{steps}", steps), fontsize=9.5, color="0.3")
+    figure.tight_layout()
+    return figure

@@ -1,11 +1,10 @@
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
 # Computing operations (ALGORITHM.md §5): SOPs per sample of the converted SNNs after the last
 # time step, for k = 0, 1, 2, beside the ANN's operations per sample (3 x MACs, first layer excluded).
-from architectures import DISPLAY_NAMES, ann_ops_per_sample
+from architectures import ann_ops_per_sample
 from cli import run_main
-from figs.snn_logs import (ANN_COLOR, K_COLORS, ann_label, dataset_name, figure_parser, k_label, label_bars,
-                           load_figure_inputs, output_path, pyplot, save_figure, thousands,
-                           thousands_axis)
+from figs.snn_logs import (ANN_COLOR, K_COLORS, ann_label, figure_parser, finish_bar_figure, k_label, label_bars,
+                           load_figure_inputs, output_path, pyplot, save_figure, thousands)
 
 DESCRIPTION = ("Plot SNN synaptic operations per sample at the last time step for k = 0, 1, 2 "
                "beside the ANN's operations per sample (<prefix>_sop_n_mnist.png).")
@@ -27,16 +26,9 @@ def plot_sops(model, logs, ann_accuracy=None):
     label_bars(axes, bars, texts)
     axes.set_xticks(range(len(values)), names)
     axes.set_ylim(0, 1.17 * max(values))
-    axes.set_ylabel("operations per sample")
-    thousands_axis(axes)
-    axes.grid(True, axis="y", alpha=0.3)
-    axes.set_axisbelow(True)
-    steps = sorted({log.time_steps for log in logs.values()})
-    axes.set_title(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}: computing operations")
-    axes.set_xlabel(f"SNN: synaptic operations after {'/'.join(map(str, steps))} time steps;  "
-                    "ANN: 3 \u00d7 MACs of all layers but the first", fontsize=9.5, color="0.3")
-    figure.tight_layout()
-    return figure
+    return finish_bar_figure(figure, axes, model, logs, "operations per sample", "computing operations",
+                             "SNN: synaptic operations after {steps} time steps;  "
+                             "ANN: 3 \u00d7 MACs of all layers but the first")
 
 
 def main(argv=None):

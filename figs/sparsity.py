@@ -1,10 +1,10 @@
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
 # Spike sparsity (ALGORITHM.md §5): positive and negative spikes per sample after the last time
 # step, stacked, for k = 0, 1, 2, beside the number of spiking neurons of the network.
-from architectures import DISPLAY_NAMES, spiking_neuron_count
+from architectures import spiking_neuron_count
 from cli import run_main
-from figs.snn_logs import (ANN_COLOR, dataset_name, figure_parser, k_label, label_bars, load_figure_inputs,
-                           output_path, percent, pyplot, save_figure, thousands, thousands_axis)
+from figs.snn_logs import (ANN_COLOR, figure_parser, finish_bar_figure, k_label, label_bars, load_figure_inputs,
+                           output_path, percent, pyplot, save_figure, thousands)
 
 DESCRIPTION = ("Plot positive and negative spikes per sample at the last time step for k = 0, 1, 2 "
                "beside the number of spiking neurons (<prefix>_spike_neuron_n_mnist.png).")
@@ -42,19 +42,11 @@ def plot_sparsity(model, logs, ann_accuracy=None):
     label_bars(axes, count, [thousands(neurons)])
     axes.set_xticks(places + [len(logs)], [k_label(k, log) for k, log in logs.items()]
                     + ["spiking\nneurons"])
-    axes.set_ylabel("spikes per sample")
-    thousands_axis(axes)
-    axes.grid(True, axis="y", alpha=0.3)
-    axes.set_axisbelow(True)
     axes.legend(loc="upper center", ncol=3, frameon=False)
-    axes.set_title(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}: spike sparsity")
-    steps = sorted({log.time_steps for log in logs.values()})
-    caption = f"spikes per sample after {'/'.join(map(str, steps))} time steps"
+    caption = "spikes per sample after {steps} time steps"
     if ann_accuracy is not None:
         caption += f";  full-precision ANN accuracy {percent(ann_accuracy)}"
-    axes.set_xlabel(caption, fontsize=9.5, color="0.3")
-    figure.tight_layout()
-    return figure
+    return finish_bar_figure(figure, axes, model, logs, "spikes per sample", "spike sparsity", caption)
 
 
 def main(argv=None):

@@ -597,21 +597,27 @@ def test_write_logs_unwritable_directory(tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
-@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
-def test_write_logs_leaves_nothing_behind_on_failure(failure, tmp_path, monkeypatch):
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    (log_dir / "accuracy.txt").write_text("old\n")  # an earlier run's log must stay as it was
+def fail_on_write(monkeypatch, nth, failure):
+    """Make the nth Path.write_text call raise `failure` (the earlier ones write as usual)."""
     real_write = Path.write_text
     calls = []
 
     def failing_write(self, *args, **kwargs):
         calls.append(self.name)
-        if len(calls) == 3:
+        if len(calls) == nth:
             raise failure
         return real_write(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", failing_write)
+    return calls  # the names written to, the failing one included
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_write_logs_leaves_nothing_behind_on_failure(failure, tmp_path, monkeypatch):
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    (log_dir / "accuracy.txt").write_text("old\n")  # an earlier run's log must stay as it was
+    calls = fail_on_write(monkeypatch, 3, failure)
     with pytest.raises(UserError if isinstance(failure, OSError) else KeyboardInterrupt):
         write_logs(log_dir, log_columns(random_result(10, 4), np.zeros(10, dtype=int)))
     monkeypatch.undo()
@@ -711,16 +717,7 @@ def test_evaluate_snn_end_to_end(model, frame_data, frames, script_runs, tmp_pat
 
 def test_evaluate_snn_interrupted_while_writing_leaves_no_logs(frame_data, tmp_path, make_params, monkeypatch):
     write_parameters(tmp_path / "model" / models.PARAMETERS_FILE, make_params("mlp", 0, seed=3))
-    real_write = Path.write_text
-    calls = []
-
-    def failing_write(self, *args, **kwargs):
-        calls.append(self.name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_write(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", failing_write)
+    fail_on_write(monkeypatch, 2, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         evaluation.evaluate_snn("mlp", "k0", frame_data, tmp_path / "model", tmp_path / "logs", time_steps=5,
                                 test_limit=10, progress=False)

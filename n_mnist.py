@@ -9,6 +9,7 @@
 - `save_frames` / `load_frames`: the frame dataset `.npz` and the loader every later script uses.
 """
 import contextlib
+import functools
 import lzma
 import re
 import struct
@@ -144,42 +145,56 @@ def on_event_frame(events, name="<recording>"):
     return counts.reshape(SENSOR_SIZE, SENSOR_SIZE).astype(np.uint16)
 
 
+# on_event_frames sorts every record into one bin of its recording with one lookup on the record's
+# first 17 bits, x << 9 | y << 1 | polarity: the ON events by pixel, then three bins that are not counted
+# into the frame (OFF events, overflow markers, records off the sensor).
+PIXELS = SENSOR_SIZE * SENSOR_SIZE
+OFF_BIN, MARKER_BIN, STRAY_BIN = PIXELS, PIXELS + 1, PIXELS + 2
+BINS_PER_RECORDING = PIXELS + 3
+
+
+def _record_bins():
+    """The lookup: (2**17,) int32, the bin of every possible (x, y, polarity)."""
+    x, y, polarity = np.meshgrid(np.arange(256), np.arange(256), np.arange(2), indexing="ij")  # flat: x << 9 | y << 1 | p
+    bins = np.where(polarity == 1, y * SENSOR_SIZE + x, OFF_BIN).astype(np.int32)
+    bins[(x >= SENSOR_SIZE) | (y >= SENSOR_SIZE)] = STRAY_BIN
+    bins[y == OVERFLOW_MARKER_Y] = MARKER_BIN
+    return bins.reshape(-1)
+
+
+RECORD_BINS = _record_bins()
+
+
 def on_event_frames(recordings, names):
     """ON-event frames of many recordings at once: the batch form of decode_events + on_event_frame.
 
     recordings: [bytes]; names label the errors. Returns (frames uint16 (n, 34, 34) [y, x], events
     int64 (n,) per recording without the overflow markers, errors {position: UserError} for the
-    recordings that decode_events refuses; their frames and counts are zeros). One numpy pass over all the
-    events replaces some twenty small calls per recording, so numpy holds Python's lock only briefly
-    and threads convert batches side by side. Timestamps are not computed: frames do not use them.
-    The tests compare both forms on random recordings, markers and bad recordings included.
+    recordings that decode_events refuses; their frames and counts are zeros). One lookup and one
+    bincount over all the records replace some twenty small calls per recording, so numpy holds
+    Python's lock only briefly and threads convert batches side by side. Timestamps are not
+    computed: frames do not use them. The tests compare both forms on random recordings, markers
+    and bad recordings included.
     """
     n = len(recordings)
     sizes = np.array([len(data) for data in recordings], dtype=np.int64)
     errors = {int(at): truncated(names[at], sizes[at]) for at in np.flatnonzero(sizes % EVENT_BYTES)}
     n_records = np.where(sizes % EVENT_BYTES, 0, sizes // EVENT_BYTES)
     joined = b"".join(data for data, count in zip(recordings, n_records) if count)
-    records = np.frombuffer(joined, dtype=np.uint8).reshape(-1, EVENT_BYTES)  # all records, recording after recording
-    owner = np.repeat(np.arange(n), n_records)  # (n_records total,): whose record it is
-    x, y, polarity = records[:, 0], records[:, 1], records[:, 2] >> 7
-    events = n_records.copy()
-    if len(records) and max(x.max(), y.max()) >= SENSOR_SIZE:  # the rare path: markers or bad coordinates
-        is_marker, outside = markers_and_strays(x, y)
-        strays = np.flatnonzero(outside)
-        bad_owners, first = np.unique(owner[strays], return_index=True)  # the first stray of each recording
-        starts = np.cumsum(n_records) - n_records
-        for at, record in zip(bad_owners.tolist(), strays[first].tolist()):
-            errors[at] = off_sensor(names[at], record - int(starts[at]), x[record], y[record])
-        events -= np.bincount(owner[is_marker], minlength=n)
-        keep = ~(is_marker | outside)
-        owner, x, y, polarity = owner[keep], x[keep], y[keep], polarity[keep]
-    pixels = SENSOR_SIZE * SENSOR_SIZE
-    index = (owner * 2 + polarity) * pixels + y.astype(np.intp) * SENSOR_SIZE + x  # bin [owner, polarity, y, x]
-    counts = np.bincount(index, minlength=n * 2 * pixels).reshape(n, 2, SENSOR_SIZE, SENSOR_SIZE)[:, 1]
-    if counts.max(initial=0) > MAX_PIXEL_COUNT:
-        for at in np.flatnonzero(counts.reshape(n, -1).max(axis=1) > MAX_PIXEL_COUNT).tolist():
-            errors.setdefault(at, pixel_overflow(names[at], counts[at].max()))
-    frames = counts.astype(np.uint16)
+    # Each record's bytes 0-3 as one big-endian word: x (bits 31-24), y (23-16), polarity (15), ...
+    words = np.ndarray(len(joined) // EVENT_BYTES, dtype=">u4", buffer=joined, strides=EVENT_BYTES)
+    index_type = np.int32 if n * BINS_PER_RECORDING < 2**31 else np.int64
+    first_bin = np.repeat(np.arange(n, dtype=index_type) * BINS_PER_RECORDING, n_records)  # (records,): its recording's
+    bins = np.bincount(RECORD_BINS[words >> 15] + first_bin, minlength=n * BINS_PER_RECORDING).reshape(n, BINS_PER_RECORDING)
+    events = n_records - bins[:, MARKER_BIN]
+    for at in np.flatnonzero(bins[:, STRAY_BIN]).tolist():  # the rare path: name the first record off the sensor
+        records = np.frombuffer(recordings[at], dtype=np.uint8).reshape(-1, EVENT_BYTES)
+        record = int(np.flatnonzero(markers_and_strays(records[:, 0], records[:, 1])[1])[0])
+        errors[at] = off_sensor(names[at], record, records[record, 0], records[record, 1])
+    counts = bins[:, :PIXELS]
+    for at in np.flatnonzero(counts.max(axis=1, initial=0) > MAX_PIXEL_COUNT).tolist():
+        errors.setdefault(at, pixel_overflow(names[at], counts[at].max()))
+    frames = counts.astype(np.uint16).reshape(n, SENSOR_SIZE, SENSOR_SIZE)
     frames[sorted(errors)], events[sorted(errors)] = 0, 0
     return frames, events, dict(sorted(errors.items()))
 
@@ -209,35 +224,57 @@ def _list_folder_split(split_dir):
 
 def _list_zip_split(archive_path, split):
     """[(stem, label, member name)] of the .bin members <split>/<digit>/<id>.bin of a zip archive."""
-    try:
-        archive = zipfile.ZipFile(archive_path)
-    except (OSError, zipfile.BadZipFile) as error:
-        raise UserError(f"{archive_path}: not a readable zip archive ({error})") from None
     entries, digit_folders = [], set()
-    with archive:
-        names = archive.namelist()
-        twice = [name for name, count in Counter(names).items() if count > 1]
-        if twice:
-            raise UserError(f"{archive_path}: member {twice[0]!r} is in the archive twice")
-        for member in names:
-            # Split as PurePosixPath would (empty and "." parts dropped), but with plain strings: a path
-            # object per member took a tenth of a zip conversion. Some Windows tools write backslashes.
-            normalized = member.replace("\\", "/")
-            parts = [part for part in normalized.split("/") if part not in ("", ".")]
-            if normalized.startswith("/") or re.match(r"^[A-Za-z]:", member) or ".." in parts:
-                raise UserError(f"{archive_path}: unsafe archive member path {member!r}")
-            parts = parts[1:] if parts[:1] == [split] else parts
-            if not parts or parts[0].startswith(IGNORED_PREFIXES):
-                continue
-            is_folder = member.endswith("/") or len(parts) > 1
-            if is_folder and parts[0] not in DIGITS:
-                raise UserError(f"{archive_path}: member {member!r}: folder name is not a digit 0..9")
-            if is_folder:
-                digit_folders.add(int(parts[0]))
-            if len(parts) == 2 and member.endswith(".bin"):
-                entries.append((parts[1][:-4] if parts[1] != ".bin" else parts[1], int(parts[0]), member))  # the stem
+    names = [info.filename for info in zip_directory(archive_path)]
+    twice = [name for name, count in Counter(names).items() if count > 1]
+    if twice:
+        raise UserError(f"{archive_path}: member {twice[0]!r} is in the archive twice")
+    for member in names:
+        # Split as PurePosixPath would (empty and "." parts dropped), but with plain strings: a path
+        # object per member took a tenth of a zip conversion. Some Windows tools write backslashes.
+        normalized = member.replace("\\", "/")
+        parts = [part for part in normalized.split("/") if part not in ("", ".")]
+        if normalized.startswith("/") or re.match(r"^[A-Za-z]:", member) or ".." in parts:
+            raise UserError(f"{archive_path}: unsafe archive member path {member!r}")
+        parts = parts[1:] if parts[:1] == [split] else parts
+        if not parts or parts[0].startswith(IGNORED_PREFIXES):
+            continue
+        is_folder = member.endswith("/") or len(parts) > 1
+        if is_folder and parts[0] not in DIGITS:
+            raise UserError(f"{archive_path}: member {member!r}: folder name is not a digit 0..9")
+        if is_folder:
+            digit_folders.add(int(parts[0]))
+        if len(parts) == 2 and member.endswith(".bin"):
+            entries.append((parts[1][:-4] if parts[1] != ".bin" else parts[1], int(parts[0]), member))  # the stem
     _check_all_digits(archive_path, digit_folders)
     return entries
+
+
+def zip_directory(path):
+    """The members (ZipInfo) of a zip archive, in archive order; UserError if it is not a readable zip.
+
+    Listing a split and reading it both need them: the central directory (70,000 entries in
+    N-MNIST's archives, about a tenth of a second) is parsed once per version of the file.
+    """
+    try:
+        status = Path(path).stat()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read ({error.strerror or error})") from None
+    return _zip_directory(str(Path(path).resolve()), status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def forget_zip_directories():
+    """Drop the parsed zip directories, so that the next use parses the archive again."""
+    _zip_directory.cache_clear()
+
+
+@functools.lru_cache(maxsize=len(SPLITS))
+def _zip_directory(path, inode, size, mtime_ns):  # the file and its version are the key: a changed file is parsed again
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return tuple(archive.infolist())
+    except (OSError, zipfile.BadZipFile) as error:
+        raise UserError(f"{path}: not a readable zip archive ({error})") from None
 
 
 def _check_all_digits(where, digit_folders):
@@ -331,40 +368,42 @@ def open_split(kind, source):
         return data
 
     archive_size = Path(source).stat().st_size
-    with zipfile.ZipFile(source) as archive:
-        members = {info.filename: info for info in archive.infolist()}
+    members = {info.filename: info for info in zip_directory(source)}
+    opened = []  # a zipfile.ZipFile, opened only for a member neither stored nor deflated
 
-        def read_member(member):
-            info = members[member]
-            try:
-                if info.flag_bits & 0x1:
-                    raise zipfile.BadZipFile("the member is encrypted")
-                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    with lock:  # zipfile itself, one thread at a time
-                        return archive.read(member)
-                handle = own_handle()
-                signature, name_length, extra_length = LOCAL_HEADER.unpack(
-                    read_exactly(handle, info.header_offset, LOCAL_HEADER.size))
-                if signature != b"PK\x03\x04":
-                    raise zipfile.BadZipFile("bad local file header")
-                start = info.header_offset + LOCAL_HEADER.size + name_length + extra_length
-                if start + info.compress_size > archive_size:  # checked before reading: sizes can be forged
-                    raise EOFError("the archive ends inside this member")
-                stored = read_exactly(handle, start, info.compress_size)
-                data = stored
-                if info.compress_type == zipfile.ZIP_DEFLATED and stored:  # never inflate past the declared size
-                    data = zlib.decompressobj(-15).decompress(stored, info.file_size + 1)
-                if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
-                    raise zipfile.BadZipFile("bad CRC-32 or size: the member's data are corrupt")
-                return data
-            except ZIP_READ_ERRORS as error:
-                raise UserError(f"{source}:{member}: cannot read from the archive ({type(error).__name__}: {error})") from None
-
+    def read_member(member):
+        info = members[member]
         try:
-            yield read_member
-        finally:
-            for handle in handles:
-                handle.close()
+            if info.flag_bits & 0x1:
+                raise zipfile.BadZipFile("the member is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                with lock:  # zipfile itself, one thread at a time
+                    if not opened:
+                        opened.append(zipfile.ZipFile(source))
+                    return opened[0].read(member)
+            handle = own_handle()
+            signature, name_length, extra_length = LOCAL_HEADER.unpack(
+                read_exactly(handle, info.header_offset, LOCAL_HEADER.size))
+            if signature != b"PK\x03\x04":
+                raise zipfile.BadZipFile("bad local file header")
+            start = info.header_offset + LOCAL_HEADER.size + name_length + extra_length
+            if start + info.compress_size > archive_size:  # checked before reading: sizes can be forged
+                raise EOFError("the archive ends inside this member")
+            stored = read_exactly(handle, start, info.compress_size)
+            data = stored
+            if info.compress_type == zipfile.ZIP_DEFLATED and stored:  # never inflate past the declared size
+                data = zlib.decompressobj(-15).decompress(stored, info.file_size + 1)
+            if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+                raise zipfile.BadZipFile("bad CRC-32 or size: the member's data are corrupt")
+            return data
+        except ZIP_READ_ERRORS as error:
+            raise UserError(f"{source}:{member}: cannot read from the archive ({type(error).__name__}: {error})") from None
+
+    try:
+        yield read_member
+    finally:
+        for handle in handles + opened:
+            handle.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,9 +110,12 @@ def convert_dataset(raw, out, skip_bad=False, progress=True):
 
     Both splits are listed (and their folder structure checked) before any recording is read.
     """
-    listings = {split: n_mnist.list_recordings(raw, split) for split in n_mnist.SPLITS}
-    check_archive_md5(raw)
-    results = {split: convert_split(raw, split, skip_bad, progress, listings[split]) for split in n_mnist.SPLITS}
+    try:
+        listings = {split: n_mnist.list_recordings(raw, split) for split in n_mnist.SPLITS}
+        check_archive_md5(raw)
+        results = {split: convert_split(raw, split, skip_bad, progress, listings[split]) for split in n_mnist.SPLITS}
+    finally:
+        n_mnist.forget_zip_directories()  # some 20 MB for N-MNIST's 70,000 members, not needed any more
     (x_train, y_train, ev_train, skip_train), (x_test, y_test, ev_test, skip_test) = results.values()
     n_mnist.save_frames(out, x_train, y_train, x_test, y_test)
     lines = [f"wrote {out}"]

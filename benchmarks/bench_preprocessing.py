@@ -70,7 +70,9 @@ def per_event_loop(data):
 
 
 def convert_and_write(raw, out):
-    """What preprocessing_n_mnist.convert_dataset does for one split: frames counted, then written."""
+    """What preprocessing_n_mnist.convert_dataset does for one split: frames counted, then written.
+    The zip directory is parsed again in every run, as a fresh conversion would."""
+    n_mnist.forget_zip_directories()
     frames, labels, _, _ = convert_split(raw, "Train", progress=False)
     n_mnist.save_frames(out, frames, labels, frames[:0], labels[:0])
 

@@ -233,6 +233,35 @@ def test_converted_frames_equal_an_independent_count(tmp_path, form):
         np.testing.assert_array_equal(arrays[f"y_{key}"], labels)
 
 
+def test_a_zip_directory_is_parsed_once_per_conversion(tmp_path, monkeypatch):
+    """Listing and reading a split share one parse of its archive's directory, and it is let go after."""
+    write_dataset(tmp_path / "raw", {"Train": make_split(np.random.default_rng(2), 20),
+                                     "Test": make_split(np.random.default_rng(3), 10)}, "zip")
+    opened = []
+    real_zipfile = zipfile.ZipFile
+
+    def counting_zipfile(path, *args, **kwargs):
+        if Path(path).parent == tmp_path / "raw":  # not the frame file, which np.savez writes as a zip
+            opened.append(Path(path).name)
+        return real_zipfile(path, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "ZipFile", counting_zipfile)
+    preprocessing_n_mnist.convert_dataset(tmp_path / "raw", tmp_path / "frames.npz", progress=False)
+    assert sorted(opened) == ["Test.zip", "Train.zip"]
+    assert n_mnist._zip_directory.cache_info().currsize == 0
+
+
+def test_a_rewritten_zip_is_listed_afresh(tmp_path):
+    raw = tmp_path / "raw"
+    write_dataset(raw, {"Train": make_split(np.random.default_rng(4), 20)}, "zip")
+    assert len(n_mnist.list_recordings(raw, "Train")[2]) == 20
+    write_dataset(raw, {"Train": make_split(np.random.default_rng(5), 30)}, "zip")
+    kind, source, entries = n_mnist.list_recordings(raw, "Train")
+    assert len(entries) == 30
+    with n_mnist.open_split(kind, source) as read:
+        assert all(len(read(name)) % n_mnist.EVENT_BYTES == 0 for _, name in entries)
+
+
 def test_ids_are_read_in_mnist_order(tmp_path):
     """Numeric ids sort as numbers (9 before 10 before 100) across digit folders."""
     rng = np.random.default_rng(2)

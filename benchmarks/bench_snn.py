@@ -157,7 +157,8 @@ def main(argv=None):
             f"SNN, {DISPLAY_NAMES[args.model]} {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
             f"literal float64 simulator {literal_seconds:.1f} s (extrapolated from {args.literal_samples} samples, run first); "
             f"spiking_utils {' / '.join(f'{t:.1f}' for t in fast_times)} s, median {fast_seconds:.1f} s: "
-            f"**{speedup:.1f}× faster**; peak memory {peak_gb:.2f} GB (whole process, TensorFlow included); logs identical "
+            f"**{speedup:.1f}× faster**; samples active on {active_steps:.1f} of {args.time_steps} steps on average (the literal "
+            f"simulator always runs all {args.time_steps}); peak memory {peak_gb:.2f} GB (whole process, TensorFlow included); logs identical "
             f"line by line in every run: {'yes' if all(identical_logs) else '**no**'}; {decisions['close_calls']:,} neuron updates "
             f"re-decided in float64 ({decisions['close_calls'] / neuron_steps:.1e} of all), {decisions['changed']} changed by it, "
             f"{decisions['ties']} exact ties; largest float32 error of v {error.max():.1e} θ, ≥ {(window / error).min():.0f}× "

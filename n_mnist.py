@@ -260,7 +260,10 @@ def zip_directory(path):
         status = Path(path).stat()
     except OSError as error:
         raise UserError(f"{path}: cannot read ({error.strerror or error})") from None
-    return _zip_directory(str(Path(path).resolve()), status.st_ino, status.st_size, status.st_mtime_ns)
+    try:
+        return _zip_directory(str(Path(path).resolve()), status.st_ino, status.st_size, status.st_mtime_ns)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise UserError(f"{path}: not a readable zip archive ({error})") from None
 
 
 def forget_zip_directories():
@@ -270,11 +273,8 @@ def forget_zip_directories():
 
 @functools.lru_cache(maxsize=len(SPLITS))
 def _zip_directory(path, inode, size, mtime_ns):  # the file and its version are the key: a changed file is parsed again
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return tuple(archive.infolist())
-    except (OSError, zipfile.BadZipFile) as error:
-        raise UserError(f"{path}: not a readable zip archive ({error})") from None
+    with zipfile.ZipFile(path) as archive:
+        return tuple(archive.infolist())
 
 
 def _check_all_digits(where, digit_folders):

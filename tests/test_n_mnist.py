@@ -423,6 +423,12 @@ def duplicate_a_zip_member(raw):
     return name, "is in the archive twice"
 
 
+def replace_the_test_split_by_a_file_that_is_not_a_zip(raw):
+    shutil.rmtree(Path(raw) / "Test")
+    (Path(raw) / "Test.zip").write_bytes(b"not a zip archive")
+    return "Test.zip", "not a readable zip archive"
+
+
 def put_a_folder_named_like_a_recording(raw):
     (Path(raw) / "Train" / "2" / "77777.bin").mkdir()
     return "77777.bin", "cannot read"
@@ -444,6 +450,7 @@ BAD_INPUTS = {
     "truncated recording in a zip": in_zip_form(truncate_first_member),
     "corrupt zip member": corrupt_the_data_of_a_zip_member,
     "a zip member twice": duplicate_a_zip_member,
+    "a zip that is not one": replace_the_test_split_by_a_file_that_is_not_a_zip,
     "a folder named *.bin": put_a_folder_named_like_a_recording,
     "a broken link named *.bin": put_a_broken_link_named_like_a_recording,
     "missing digit folder in a zip": in_zip_form(drop_digit_7_members),

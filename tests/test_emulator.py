@@ -11,6 +11,8 @@ import preprocessing_n_mnist
 import saccade_emulator
 from cli import UserError
 
+SIZE = n_mnist.SENSOR_SIZE
+
 
 @pytest.fixture(scope="module")
 def source():
@@ -206,3 +208,40 @@ def test_the_demo_never_replaces_a_folder_holding_other_files(tmp_path):
     with pytest.raises(UserError, match="notes.txt"):
         saccade_emulator.write_demo_recordings(tmp_path / "mine", seed=0, progress=False, max_images=10)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_each_event_keeps_its_polarity_when_the_noise_is_sorted_in():
+    rng = np.random.default_rng(1)
+    counts = np.zeros((saccade_emulator.n_steps(), SIZE, SIZE), np.int8)
+    counts[7, 3, 4] = 3  # ON at y=3, x=4 in step 7
+    counts[250, 10, 20] = -2  # OFF at y=10, x=20 in step 250
+    events = saccade_emulator.events_from_counts(counts, saccade_emulator.make_sensor(rng), rng)  # noise on
+    step = events.timestamp // saccade_emulator.STEP_US
+    on = (events.x == 4) & (events.y == 3) & (step == 7)
+    off = (events.x == 20) & (events.y == 10) & (step == 250)
+    assert events.polarity[on].tolist() == [1, 1, 1] and events.polarity[off].tolist() == [0, 0]
+
+
+def test_training_files_of_one_image_are_not_neighbours():
+    labels = saccade_emulator.demo_source_images()[1]
+    train = saccade_emulator.demo_plan(labels, seed=0)["Train"]
+    assert np.mean(train[1:] == train[:-1]) < 0.05  # shuffled: about 1 in 1,400; unshuffled pairs: 1 in 2
+
+
+def test_timestamps_stay_inside_the_step_that_fired(monkeypatch):
+    monkeypatch.setattr(saccade_emulator, "NOISE_RATE_HZ", 0.0)
+    monkeypatch.setattr(saccade_emulator, "HOT_PIXEL_RATE_HZ", 0.0)
+    rng = np.random.default_rng(1)
+    counts = np.zeros((saccade_emulator.n_steps(), SIZE, SIZE), np.int8)
+    counts[7] = 100  # 115,600 events in step 7
+    events = saccade_emulator.events_from_counts(counts, saccade_emulator.make_sensor(rng), rng)
+    assert events.timestamp.min() >= 7_000 and events.timestamp.max() < 8_000
+
+
+def test_the_saccade_triangle_closes():
+    offsets = saccade_emulator.saccade_offsets(4, np.random.default_rng(0))
+    np.testing.assert_allclose(offsets[:, -1], offsets[:, 0])
+
+
+def test_the_test_share_is_rounded():
+    assert len(saccade_emulator.demo_plan(np.arange(38) % 10, seed=0)["Test"]) == 8  # 0.2 * 38 = 7.6

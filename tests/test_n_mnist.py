@@ -5,6 +5,7 @@ independent count, every kind of bad input through the real command line, the fr
 checks, and the orientation of the real sample in ../shared (skipped when that is absent).
 """
 import io
+import os
 import shutil
 import struct
 import subprocess
@@ -485,8 +486,12 @@ def test_skip_bad_also_skips_unreadable_recordings(dataset, tmp_path, corrupt):
     completed = run_cli("--raw", raw, "--out", out, "--skip-bad", "--quiet")
     assert completed.returncode == 0, completed.stderr
     assert where in completed.stderr and "1 bad recordings skipped" in completed.stdout
-    n_train = len(splits["Train"]) + (0 if corrupt is corrupt_the_data_of_a_zip_member else 1) - 1
-    assert len(n_mnist.load_frame_counts(out)["y_train"]) == n_train
+    kept = [recording for recording in splits["Train"] if f"{recording[0]:05d}" != Path(where).stem]
+    assert len(kept) == len(splits["Train"]) - (corrupt is corrupt_the_data_of_a_zip_member)
+    frames, labels = expected_frames(kept)  # every other recording kept, each frame with its own label
+    arrays = n_mnist.load_frame_counts(out)
+    np.testing.assert_array_equal(arrays["x_train"], frames)
+    np.testing.assert_array_equal(arrays["y_train"], labels)
 
 
 def member_data_offset(archive_path, name):
@@ -746,6 +751,8 @@ def test_a_split_that_is_not_needed_may_be_empty(tmp_path):
     ("wrong dtype", lambda a: a.update(x_test=a["x_test"].astype(np.float32)), "x_test has dtype float32"),
     ("labels out of range", lambda a: a.update(y_train=a["y_train"] + 10), "labels outside 0..9"),
     ("pickled object array", lambda a: a.update(y_train=np.array([None] * 6, dtype=object)), "not a readable"),
+    ("fewer labels than frames", lambda a: a.update(y_train=a["y_train"][:5]), "y_train has shape (5,), expected (6,)"),
+    ("wider counts", lambda a: a.update(x_train=a["x_train"].astype(np.uint32)), "x_train has dtype uint32"),
 ])
 def test_loader_refuses_bad_files(tmp_path, problem, change, message):
     arrays = frame_arrays()
@@ -841,3 +848,133 @@ def test_orientation_check_fails_for_swapped_or_flipped_frames(real_frames):
                             "rotated": lambda frame: np.rot90(frame)}.items():
         changed = {digit: [transform(frame) for frame in frames] for digit, frames in real_frames.items()}
         assert not looks_upright(changed), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by mutation testing: behaviour no other test pinned down
+# T01 (M01, M02)
+@pytest.mark.parametrize("record", [[34, 3, 0x80, 0, 1], [3, 34, 0x00, 0, 1], [40, 3, 0x80, 0, 1]])
+def test_decoder_refuses_a_record_off_the_sensor_in_a_file_without_markers(record):
+    with pytest.raises(UserError, match="r.bin: record 1 has coordinates .* outside 0..33"):
+        n_mnist.decode_events(bytes([1, 2, 0x80, 0, 0] + record), name="r.bin")
+
+
+def test_a_pixel_with_exactly_65535_on_events_is_kept_in_both_forms():
+    data = bytes([5, 6, 0x80, 0, 0]) * n_mnist.MAX_PIXEL_COUNT + bytes([1, 1, 0x00, 0, 0])  # + one OFF event
+    assert n_mnist.on_event_frame(n_mnist.decode_events(data))[6, 5] == 65535
+    frames, _, errors = n_mnist.on_event_frames([data], ["r.bin"])
+    assert not errors and frames[0, 6, 5] == 65535
+
+
+@pytest.mark.parametrize("member", ["C:/Train/0/00099.bin", "C:\\Train\\0\\00099.bin"])
+def test_a_zip_member_with_a_drive_letter_is_unsafe(dataset, member):
+    raw, _ = dataset
+    zip_with_member(member)(raw)
+    with pytest.raises(UserError, match="unsafe archive member path 'C:"):
+        n_mnist.list_recordings(raw, "Train")
+
+
+def test_a_zip_rewritten_at_the_same_size_is_read_afresh(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    archive_path = raw / "Train.zip"
+
+    def write(fill):
+        with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_STORED) as archive:
+            for digit in n_mnist.DIGITS:
+                archive.writestr(zipfile.ZipInfo(f"Train/{digit}/00001.bin"), bytes([int(digit), fill, 0x80, 0, 0]))
+
+    def first_y():
+        kind, source, entries = n_mnist.list_recordings(raw, "Train")
+        with n_mnist.open_split(kind, source) as read:
+            return read(entries[0][1])[1]
+
+    write(1)
+    assert first_y() == 1
+    before = archive_path.stat()
+    write(2)  # same members and sizes, same inode: only the data (and CRCs) differ
+    os.utime(archive_path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # a later version of the file
+    assert archive_path.stat().st_size == before.st_size
+    assert first_y() == 2
+
+
+def test_a_stored_member_longer_than_its_declared_size_is_refused(tmp_path):
+    archive_path = tmp_path / "a.zip"
+    payload = n_mnist.encode_events(random_events(np.random.default_rng(6), 10))
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("m.bin", payload, zipfile.ZIP_STORED)
+    data = bytearray(archive_path.read_bytes())
+    for at, offset in ((data.index(b"PK\x03\x04"), 22), (data.rindex(b"PK\x01\x02"), 24)):
+        struct.pack_into("<I", data, at + offset, len(payload) - 5)  # declared: one event fewer; CRC still right
+    archive_path.write_bytes(bytes(data))
+    with n_mnist.open_split("zip", archive_path) as read:
+        with pytest.raises(UserError, match="bad CRC-32 or size"):
+            read("m.bin")
+
+
+def test_an_encrypted_member_is_a_user_error(tmp_path):
+    archive_path = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("m.bin", n_mnist.encode_events(random_events(np.random.default_rng(6), 10)), zipfile.ZIP_STORED)
+    data = bytearray(archive_path.read_bytes())
+    for at, offset in ((data.index(b"PK\x03\x04"), 6), (data.rindex(b"PK\x01\x02"), 8)):
+        data[at + offset] |= 0x01  # general purpose flag bit 0: encrypted
+    archive_path.write_bytes(bytes(data))
+    with n_mnist.open_split("zip", archive_path) as read:
+        with pytest.raises(UserError, match="a.zip:m.bin: cannot read from the archive .*encrypted"):
+            read("m.bin")
+
+
+def test_save_frames_refuses_counts_and_labels_that_the_casts_would_wrap(tmp_path):
+    x = np.zeros((2, SIZE, SIZE), dtype=np.int64)
+    with pytest.raises(UserError, match="x_train holds counts outside 0..65535"):
+        n_mnist.save_frames(tmp_path / "f.npz", x + 65536, np.array([1, 2]), x, np.array([0, 1]))
+    with pytest.raises(UserError, match="y_train holds labels outside 0..9"):
+        n_mnist.save_frames(tmp_path / "f.npz", x, np.array([-1, 2]), x, np.array([0, 1]))
+    assert not (tmp_path / "f.npz").exists()
+
+
+def test_the_conversion_itself_warns_about_an_md5_mismatch(dataset, tmp_path, capsys):
+    raw, _ = dataset
+    in_zip_form(lambda members: (members, None))(raw)
+    preprocessing_n_mnist.convert_dataset(raw, tmp_path / "frames.npz", progress=False)
+    assert capsys.readouterr().err.count("differs from the published") == 2
+
+
+def test_a_zip_beside_its_extracted_folder_is_neither_read_nor_hashed(dataset, tmp_path, monkeypatch):
+    raw, _ = dataset
+    zipped = in_zip_copy(raw, tmp_path / "zipped")
+    for split in n_mnist.SPLITS:
+        shutil.copy(zipped / f"{split}.zip", raw / f"{split}.zip")
+    monkeypatch.setattr(preprocessing_n_mnist, "file_md5", lambda path: pytest.fail(f"hashed {path}"))
+    assert preprocessing_n_mnist.check_archive_md5(raw) == []
+
+
+def test_an_extracted_split_is_read_before_a_zip_beside_it(dataset, tmp_path):
+    raw, _ = dataset
+    write_dataset(tmp_path / "other", {"Train": make_split(np.random.default_rng(99), 10)}, "zip")
+    shutil.copy(tmp_path / "other" / "Train.zip", raw / "Train.zip")
+    assert n_mnist.find_split(raw, "Train") == ("folder", raw / "Train")
+
+
+def test_files_that_are_not_recordings_are_ignored_in_both_forms(dataset, tmp_path):
+    raw, _ = dataset
+    expected = preprocessing_n_mnist.convert_split(raw, "Train", progress=False)
+    zipped = in_zip_copy(raw, tmp_path / "zipped")
+    extras = {"Train/3/notes.txt": b"x", "Train/3/.DS_Store": bytes(7)}
+    with zipfile.ZipFile(zipped / "Train.zip", "a") as archive:
+        for name, data in extras.items():
+            archive.writestr(name, data)
+    for name, data in extras.items():
+        (raw / name).write_bytes(data)
+    for form_raw in (raw, zipped):
+        frames, labels, _, _ = preprocessing_n_mnist.convert_split(form_raw, "Train", progress=False)
+        assert np.array_equal(frames, expected[0]) and np.array_equal(labels, expected[1])
+
+def test_published_md5_sums_are_those_of_the_specification():
+    spec = REPO.parent / "shared" / "reference" / "ALGORITHM.md"
+    if not spec.is_file():
+        pytest.skip("../shared/reference/ALGORITHM.md is absent")
+    text = " ".join(spec.read_text().split())
+    for archive, md5 in n_mnist.PUBLISHED_MD5.items():
+        assert f"{archive} `{md5}`" in text

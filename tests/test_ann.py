@@ -1,4 +1,5 @@
 """The quantized ANNs (ALGORITHM.md §2), their training and resume, and the §6 parameter file."""
+import inspect
 import json
 import math
 import os
@@ -732,3 +733,111 @@ def test_ann_inference_without_parameter_file(frame_data, tmp_path, capsys, monk
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "parameter file not found" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by mutation testing: behaviour no other test pinned down
+
+
+# the nudge is 1e-5 in grid units, not 0 < nudge < 1e-5 nor floor(x + 0.5)
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("level", [0, 1, 2, 5])
+def test_quantizer_nudge_is_1e_5_grid_units(k, level):
+    within = (level + 0.5 - 5e-6) / 2**k  # a * 2**k + 1e-5 passes the tie: rounds up
+    beyond = (level + 0.5 - 3e-5) / 2**k  # the nudge does not reach the tie: rounds down
+    out = quantize([within, beyond], k)
+    assert out[0] == (level + 1) / 2**k and out[1] == level / 2**k
+
+
+# the §2 defaults of the training scripts and of train()
+def test_training_defaults_are_those_of_section_2():
+    args = training.parse_args("mlp", "k1", [])
+    assert (args.epochs, args.batch_size, args.lr, args.seed) == (150, 200, 1e-4, 0)
+    defaults = {name: p.default for name, p in inspect.signature(training.train).parameters.items()}
+    assert (defaults["epochs"], defaults["batch_size"], defaults["learning_rate"]) == (150, 200, 1e-4)
+
+
+# every training flag reaches train()
+def test_training_main_passes_every_flag_on(frame_data, tmp_path):
+    training.main("mlp", "k0", ["--data", str(frame_data), "--model-dir", str(tmp_path), "--epochs", "1",
+                                "--train-limit", "60", "--batch-size", "30", "--lr", "2e-3", "--seed", "7"])
+    state = json.loads((tmp_path / training.STATE_FILE).read_text())
+    assert state["epochs_done"] == 1
+    assert {key: state["settings"][key] for key in ("n_train", "batch_size", "learning_rate", "seed")} == {
+        "n_train": 60, "batch_size": 30, "learning_rate": 2e-3, "seed": 7}
+
+
+# Adam at the given rate, and one update per batch, the last partial batch included
+def test_training_uses_adam_and_one_update_per_batch(frame_data, tmp_path):
+    train_quietly("mlp", "k1", frame_data, tmp_path, epochs=2, batch_size=80, train_limit=200)
+    net = keras.models.load_model(tmp_path / training.checkpoint_name(2))
+    assert type(net.optimizer) is keras.optimizers.Adam
+    assert float(net.optimizer.learning_rate) == pytest.approx(1e-4)
+    assert int(net.optimizer.iterations) == 2 * 3  # ceil(200 / 80) updates per epoch
+
+
+# the logged loss is softmax cross-entropy on the logits, accuracy a fraction, both in the CSV columns
+def test_logged_loss_and_accuracy_are_those_of_the_batches(frame_data, frames, tmp_path):
+    history = train_quietly("mlp", "k1", frame_data, tmp_path, epochs=1, batch_size=50, train_limit=200,
+                            learning_rate=1e-12)  # the weights stay those the epoch's batches saw
+    net = keras.models.load_model(tmp_path / training.checkpoint_name(1))
+    losses, hits = [], []
+    for xb, yb in training.shuffled_batches(frames[0][:200], frames[1][:200], 50, training.SEED, 0, 1):
+        logits = keras.ops.convert_to_numpy(net(xb, training=True)).astype(np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        losses.append(-log_p[np.arange(len(yb)), yb].mean())
+        hits.append(np.mean(np.argmax(logits, axis=1) == yb))
+    assert history[0]["loss"] == pytest.approx(np.mean(losses), rel=1e-3)
+    assert history[0]["accuracy"] == pytest.approx(np.mean(hits), abs=1e-6)
+    (row,) = read_log(tmp_path)
+    assert float(row[1]) == pytest.approx(history[0]["loss"], abs=1e-6)
+    assert float(row[2]) == pytest.approx(history[0]["accuracy"], abs=1e-6)
+
+
+# written files get the usual permissions (not mkstemp's 0600)
+def test_parameter_file_has_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = write_parameters(tmp_path / models.PARAMETERS_FILE, random_parameters("mlp", 1, seed=3))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# evaluate_ann over several batches: accuracy and largest activations of every batch, act (not BN) outputs
+@pytest.mark.parametrize("k", [-1, 1])
+def test_ann_evaluation_over_several_batches(k, frame_data, frames, tmp_path, monkeypatch):
+    x = frames[2][:36]
+    params = random_parameters("mlp", k, seed=4, frames=x)
+    write_parameters(tmp_path / models.PARAMETERS_FILE, params)
+    net = models.build_model("mlp", k)
+    models.assign_parameters(net, file_arrays(params), "mlp")
+    probe = keras.Model(net.input, [net.get_layer("act1").output, net.get_layer("act2").output, net.output])
+    act1, act2, logits = (keras.ops.convert_to_numpy(a) for a in probe(x, training=False))
+    # labels = the network's own predictions, so that any label misalignment shows
+    labels = np.argmax(logits, axis=1)
+    with np.load(frame_data, allow_pickle=False) as archive:
+        arrays = dict(archive)
+    arrays["x_test"], arrays["y_test"] = arrays["x_test"][:36], labels.astype(np.uint8)
+    data = tmp_path / "own_labels.npz"
+    np.savez(data, **arrays)
+    monkeypatch.setattr(evaluation, "ANN_BATCH_SIZE", 7)  # 5 full batches and a last one of 1
+    results = evaluation.evaluate_ann("mlp", "full" if k < 0 else f"k{k}", data, tmp_path)
+    assert results["n_test"] == 36 and results["accuracy"] >= 35 / 36
+    largest = results["max_activation_per_layer"]
+    assert set(largest) == {"dense1", "dense2"}
+    np.testing.assert_allclose([largest["dense1"], largest["dense2"]], [act1.max(), act2.max()], rtol=1e-6)
+    saved = json.loads((tmp_path / training.ANN_RESULTS_FILE).read_text())
+    assert saved["max_activation_per_layer"] == largest
+
+
+# evaluate_ann refuses a parameter file of another precision
+def test_ann_evaluation_refuses_another_precision(frame_data, tmp_path):
+    write_parameters(tmp_path / models.PARAMETERS_FILE, random_parameters("mlp", 2, seed=3))
+    with pytest.raises(UserError, match="holds precision k2, expected k1"):
+        evaluation.evaluate_ann("mlp", "k1", frame_data, tmp_path, test_limit=10)
+
+
+# the SNN's quantized_only accepts k = 0
+def test_load_parameters_quantized_only_accepts_k0(tmp_path):
+    path = write_parameters(tmp_path / models.PARAMETERS_FILE, random_parameters("mlp", 0, seed=3))
+    assert models.load_parameters(path, model="mlp", k=0, quantized_only=True)["k"] == 0

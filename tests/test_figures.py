@@ -477,3 +477,64 @@ def test_paper_logs_match_curves(net, k):
     last_index = 19 if net == "LeNet" else 26
     for counter in (log.spikes, log.sops):
         assert snn_logs.steps_to_final(counter) - 1 <= last_index
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by mutation testing: behaviour no other test pinned down
+
+
+def test_a_counter_that_decreases_inside_a_batch_is_rejected(tmp_path):
+    spike_num = np.array(SPIKE_NUM)
+    spike_num[1, 3] = 17  # 22 at step 2, then 17: not cumulative
+    folder = write_logs(tmp_path, spike_num=spike_num, results={"time_steps": 6, "n_test": N_TEST})
+    _expect_error(folder, "spike_num.txt:10", "decreases inside a batch")
+
+
+def test_a_net_count_beyond_spike_num_is_rejected(tmp_path):
+    collect = np.array(SPIKE_COLLECT)
+    collect[2, 0] = -13  # |net| 13 > spike_num 12 on line 13
+    folder = write_logs(tmp_path, spike_collect=collect, results={"time_steps": 6, "n_test": N_TEST})
+    _expect_error(folder, "spike_collect.txt:13", "net spike count -13 exceeds spike_num 12")
+
+
+def test_a_negative_count_is_rejected(tmp_path):
+    correct = np.array(CORRECT)
+    correct[0, 0] = -1
+    folder = write_logs(tmp_path, correct=correct, results={"time_steps": 6, "n_test": N_TEST})
+    _expect_error(folder, "accuracy.txt:1", "negative count -1")
+
+
+def test_more_correct_answers_at_a_step_than_test_samples_is_rejected(tmp_path):
+    folder = write_logs(tmp_path, results={"time_steps": 6, "n_test": 10})  # an older JSON: no batch_size
+    _expect_error(folder, "12 correct answers at one step but only 10 test samples")
+
+
+def test_accuracy_curves_start_at_step_1(tmp_path):
+    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp", batch_size=4)
+    figure = accuracy_speed.plot_accuracy("mlp", logs)
+    curves = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("k=")]
+    assert len(curves) == 3
+    for line, log in zip(curves, logs.values()):
+        np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 7))  # step t + 1, like the legend's steps
+        np.testing.assert_allclose(line.get_ydata(), 100 * log.accuracy)
+
+
+def test_negative_spikes_are_stacked_on_the_positive_ones(tmp_path):
+    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp", batch_size=4)
+    axes = sparsity.plot_sparsity("mlp", logs).axes[0]
+    positive, negative, neurons = axes.containers
+    for low, high, log in zip(positive, negative, logs.values()):
+        assert low.get_y() == 0 and low.get_height() == pytest.approx(log.positive[-1])
+        assert high.get_y() == pytest.approx(log.positive[-1]) and high.get_height() == pytest.approx(log.negative[-1])
+    assert neurons[0].get_height() == 800
+
+
+def test_bars_show_the_last_step_not_the_step_the_accuracy_settles(tmp_path):
+    # accuracy final from step 1, while spikes and SOPs keep growing until step 4
+    write_logs(tmp_path / "logs" / "k1", correct=[[4] * 6] * 3, results={"time_steps": 6, "n_test": N_TEST, "model": "mlp"})
+    logs = snn_logs.load_model_logs(tmp_path / "logs", "mlp", batch_size=4, ks=[1])
+    assert logs[1].steps_to_final == 1
+    (sop_bar, _), = [container for container in sops.plot_sops("mlp", logs).axes[0].containers]
+    assert sop_bar.get_height() == pytest.approx(500 / 12)
+    positive, negative, _ = sparsity.plot_sparsity("mlp", logs).axes[0].containers
+    assert positive[0].get_height() == pytest.approx(74 / 12) and negative[0].get_height() == pytest.approx(1.0)

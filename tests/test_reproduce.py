@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
+import models
 import reproduce
 from architectures import FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS
 from cli import UserError
+from test_figures import PAPER_TABLE
 
 REPO = reproduce.REPO_ROOT
 TINY_RUN = ["--epochs", "1", "--train-limit", "200", "--test-limit", "50", "--time-steps", "12"]
@@ -299,3 +301,82 @@ def test_lossless_verdicts():
                                                    "(40 neurons differ there)")
     check.update(other_mismatching_neurons=1)
     assert reproduce.lossless_text(row).startswith("**no**")
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by mutation testing: behaviour no other test pinned down
+
+
+def table_rows(markdown):
+    rows = {}
+    for line in markdown.splitlines():
+        if line.startswith(("| MLP", "| LeNet")):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows[cells[0], cells[1]] = cells
+    return rows
+
+
+def test_the_paper_numbers_are_those_of_algorithm_md():
+    for net, k, snn, steps, positive, negative, sops_text in PAPER_TABLE:
+        paper = reproduce.PAPER_RESULTS[net.lower(), f"k{k}"]
+        assert (reproduce.fmt(paper["snn"], "percent"), paper["steps"], f"{paper['positive']:,.1f}",
+                f"{paper['negative']:,.1f}", f"{paper['sops']:,}") == (snn, steps, positive, negative, sops_text)
+    assert reproduce.PAPER_RESULTS["mlp", "full"] == {"ann": 0.9643} and reproduce.PAPER_RESULTS["lenet", "full"] == {"ann": 0.9793}
+    assert reproduce.PAPER_RESULTS["mlp", "k1"]["ann"] == 0.9658 and reproduce.PAPER_RESULTS["lenet", "k1"]["ann"] == 0.9786
+    assert not any("ann" in reproduce.PAPER_RESULTS[model, p] for model in ("mlp", "lenet") for p in ("k0", "k2"))
+
+
+def test_results_table_columns(tmp_path):
+    paths = reproduce.Paths(tmp_path)
+    snn = {"final_accuracy": 0.5, "steps_to_final": 3, "positive_spikes_per_sample": 11.25,
+           "negative_spikes_per_sample": 2.5, "sops_per_sample": 1234.0, "n_test": 8, "time_steps": 5,
+           "lossless_check": {key: 0 for key in reproduce.LOSSLESS_KEYS}}
+    path = paths.log_dir("mlp", "k0") / "snn_results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(snn))
+    args = reproduce.parse_args(["--out-root", str(tmp_path)])
+    rows = table_rows(reproduce.results_markdown(paths, args, {}, set()))
+    assert rows["MLP 400-400", "k0"][2:10] == ["–", "–", "96.39%", "50.00%", "4 / 3", "380.9 / 11.2", "17.1 / 2.5",
+                                             "68,648 / 1,234"]
+    assert rows["LeNet", "k1"][2:6] == ["97.86%", "–", "97.86%", "–"]
+    assert rows["LeNet", "full"][2:6] == ["97.93%", "–", "–", "–"]
+
+
+def test_snn_logs_of_another_T_are_simulated_again(frame_data, tmp_path):
+    paths = reproduce.Paths(tmp_path)
+    model_file = paths.model_dir("mlp", "k1") / models.PARAMETERS_FILE
+    model_file.parent.mkdir(parents=True)
+    model_file.write_bytes(b"x")
+    os.utime(model_file, (1e9, 1e9))
+    results = paths.log_dir("mlp", "k1") / "snn_results.json"
+    results.parent.mkdir(parents=True)
+    args = reproduce.parse_args(["--data", str(frame_data), "--out-root", str(tmp_path), "--models", "mlp",
+                                 "--precisions", "k1", "--time-steps", "40"])
+    complete = {name: is_complete for name, is_complete, _ in reproduce.build_stages(args, paths)}["SNN mlp k1"]
+    good = {"final_accuracy": 0.9, "steps_to_final": 4, "positive_spikes_per_sample": 1.5,
+            "negative_spikes_per_sample": 0.5, "sops_per_sample": 10.0, "n_test": 100, "time_steps": 40,
+            "lossless_check": {key: 0 for key in reproduce.LOSSLESS_KEYS}}
+    results.write_text(json.dumps(good))
+    assert complete()
+    results.write_text(json.dumps({**good, "time_steps": 12}))
+    assert not complete()
+
+
+def test_an_output_older_than_an_input_is_stale(tmp_path):
+    output, source = tmp_path / "out.json", tmp_path / "model_n_mnist.npz"
+    output.write_text("{}")
+    source.write_text("x")
+    os.utime(output, (1e9, 1e9))
+    os.utime(source, (2e9, 2e9))
+    assert not reproduce.newer(output, source)
+    assert reproduce.newer(source, output) and reproduce.newer(output, tmp_path / "absent")
+
+
+def test_a_missing_parameter_file_is_trained_again(study, frame_data, tmp_path):
+    copy = copy_of(study, tmp_path)
+    (copy / "MLP" / "checkpoints" / "k1" / models.PARAMETERS_FILE).unlink()
+    stdout = run_reproduce(["--data", str(frame_data), "--out-root", str(copy), "--models", "mlp",
+                            "--precisions", "k1", *TINY_RUN])
+    redone = [line.split("] ")[1].split(":")[0] for line in stage_lines(stdout) if "done in" in line]
+    assert redone == ["train mlp k1", "ANN mlp k1", "SNN mlp k1", "figures mlp"]
+    assert (copy / "MLP" / "checkpoints" / "k1" / models.PARAMETERS_FILE).is_file()

@@ -16,6 +16,7 @@ import spiking_utils
 from architectures import ARCHITECTURES, MODEL_FOLDERS, HiddenLayer, layer_shapes, spiking_neuron_count
 from benchmarks.literal_snn import literal_simulation
 from cli import UserError
+from figs import snn_logs
 from conftest import (REPO, assert_one_line_error, conv2d_valid, random_parameters, run_script, script_paths,
                       weighted_sum, write_parameters)
 from spiking_utils import (LOG_FILES, SimulationResult, convert, fold_batch_norm, log_columns, neuron_step,
@@ -82,7 +83,7 @@ def test_neuron_settles_at_floor_counted_from_the_bound(excess, expected_count):
 
 def test_neuron_returns_from_above_with_negative_spikes():
     theta, bound = 0.5, 0.0
-    mem, mem_q, counts = 2.6, bound, []
+    mem_q, counts = bound, []
     for mem_at_step in [2.6] * 6 + [1.1] * 6 + [-3.0] * 4:  # count 5, then 2, then 0 (mem < b acts as ReLU)
         spike, mem_q = step(mem_at_step, mem_q, theta, bound)
         counts.append(spike)
@@ -879,3 +880,60 @@ def test_snn_results_json_is_renamed_after_the_four_logs(tmp_path, monkeypatch):
                                                                real_replace(source, target)))
     write_logs(tmp_path, log_columns(random_result(5, 3), np.zeros(5, dtype=int)), extra_files={"snn_results.json": "{}\n"})
     assert sorted(renamed[:4]) == sorted(LOG_FILES) and renamed[4:] == ["snn_results.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by mutation testing: behaviour no other test pinned down
+
+
+def test_a_deficit_inside_the_negative_spike_tolerance_fires_nothing():
+    """theta = 0.01: the -1e-5 tolerance is 1e-3 threshold units, far wider than float32's window.
+    Layer 2 unit 0 gets +1.9995 theta at step 0 (spikes) and -0.5 theta more at step 1, which leaves
+    d = -5e-6: no negative spike (§4 step 5), so it keeps its count of 1 while q_k rounds 0.4995 to 0,
+    a 1e-5 / theta rounding tie that the lossless check must excuse."""
+    params = crafted_mlp(0, layer1=[(0, 0, 1.0), (1, 1, 1.0)], layer2=[(0, 0, 0.019995), (1, 0, -0.005)],
+                         out=[(0, 2, 1.0)], bn2={("gamma", 0): 100.0, ("mean", 0): 0.005})
+    frames, labels = frames_with([{0: 1.2, 1: 2.2}]), np.array([2])
+    result = simulate(convert(params), frames, 6, keep_counts=True, check_lossless=True, progress=False)
+    assert result.final_counts[1][0, 0] == 1
+    ours = {name: values.reshape(-1).tolist() for name, values in log_columns(result, labels).items()}
+    assert ours == literal_simulation(params, frames, labels, time_steps=6)
+    assert (result.neuron_mismatches[0], result.tie_mismatches[0], result.other_mismatches[0]) == (1, 1, 0)
+
+
+def test_near_ties_re_decided_in_float64_are_counted_as_ties():
+    """Weight 0.5 + 1e-12: d exceeds theta by 1e-12 to 5e-12 at steps 0, 2, 4, which float32 cannot see."""
+    params = crafted_mlp(0, layer1=[(1, 1, 1.0)], layer2=[(1, 0, 0.5 + 1e-12)], out=[(0, 1, 1.0)])
+    result = simulate(convert(params), frames_with([{1: 5.2}]), 8, keep_counts=True, progress=False)
+    assert result.final_counts[1][0, 0] == 3
+    assert result.float64_decisions["changed"] == 3 and result.float64_decisions["ties"] == 3
+    # and at the negative threshold (S36): after its +1 spike at step 0, d = -1e-5 + 1e-12 at step 1
+    params = crafted_mlp(0, layer1=[(0, 0, 1.0), (1, 1, 1.0)], layer2=[(0, 0, 1 - 1e-5 + 1e-12), (1, 0, -0.25)],
+                         out=[(0, 1, 1.0)])
+    result = simulate(convert(params), frames_with([{0: 1.2, 1: 2.2}]), 6, keep_counts=True, progress=False)
+    assert result.final_counts[1][0, 0] == 1
+    assert result.float64_decisions["ties"] == 1
+
+
+def test_float64_decision_counts_do_not_depend_on_the_pool():
+    """Sample 0 ends (silent) at step 1 with layer-2 unit 0 exactly at its threshold (a close call at every
+    step); sample 1 keeps its pool running for 20 steps. Its idle row must not be counted again."""
+    params = crafted_mlp(0, layer1=[(0, 0, 1.0), (1, 1, 1.0)], layer2=[(0, 0, 0.5), (1, 1, 0.5)],
+                         out=[(1, 1, 1.0)])
+    frames = frames_with([{0: 1.2}, {1: 20.2}])
+    network = convert(params)
+    together = simulate(network, frames, 30, pool_size=2, workers=1, progress=False).float64_decisions
+    alone = [simulate(network, frames[i:i + 1], 30, pool_size=1, workers=1, progress=False).float64_decisions
+             for i in range(2)]
+    assert together == {kind: alone[0][kind] + alone[1][kind] for kind in together}
+    assert alone[0]["close_calls"] >= 1
+
+
+def test_the_batch_size_flag_groups_the_log_lines(frame_data, tmp_path, make_params):
+    write_parameters(tmp_path / "model" / models.PARAMETERS_FILE, make_params("mlp", 0, seed=3))
+    results = evaluation.evaluate_snn("mlp", "k0", frame_data, tmp_path / "model", tmp_path / "logs", time_steps=4,
+                                      batch_size=7, test_limit=20, progress=False)
+    assert results["batch_size"] == 7
+    assert len((tmp_path / "logs" / "accuracy.txt").read_text().splitlines()) == 3 * 4  # batches of 7, 7, 6
+    log = snn_logs.read_logs(tmp_path / "logs")
+    assert (log.n_batches, log.n_test) == (3, 20) and log.final_accuracy == results["final_accuracy"]

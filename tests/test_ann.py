@@ -841,3 +841,119 @@ def test_ann_evaluation_refuses_another_precision(frame_data, tmp_path):
 def test_load_parameters_quantized_only_accepts_k0(tmp_path):
     path = write_parameters(tmp_path / models.PARAMETERS_FILE, random_parameters("mlp", 0, seed=3))
     assert models.load_parameters(path, model="mlp", k=0, quantized_only=True)["k"] == 0
+
+
+def test_resume_after_kill_between_the_last_state_and_the_outputs(frame_data, tmp_path, monkeypatch):
+    real_write_outputs = training.write_outputs
+
+    def write_outputs(model_dir, keras_model, model_name, k, history_rows):
+        if len(history_rows) == 2:
+            raise KeyboardInterrupt
+        real_write_outputs(model_dir, keras_model, model_name, k, history_rows)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "write_outputs", write_outputs)
+        with pytest.raises(KeyboardInterrupt):
+            train_quietly("mlp", "k1", frame_data, tmp_path, epochs=2)
+    assert json.loads((tmp_path / training.STATE_FILE).read_text())["epochs_done"] == 2
+    assert [int(row[0]) for row in read_log(tmp_path)] == [1]  # the outputs still describe epoch 1
+    history = train_quietly("mlp", "k1", frame_data, tmp_path, epochs=2, resume=True)
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert [int(row[0]) for row in read_log(tmp_path)] == [1, 2]
+    checkpoint = keras.models.load_model(tmp_path / training.checkpoint_name(2))
+    assert_same_arrays(read_arrays(tmp_path / models.PARAMETERS_FILE), models.export_parameters(checkpoint, "mlp", 1))
+
+
+# the data CRC-32 covers the labels too, not only the frames
+def test_resume_refuses_other_training_labels_of_the_same_size(frame_data, one_epoch_mlp_k1, tmp_path):
+    arrays = dict(np.load(frame_data, allow_pickle=False))
+    arrays["y_train"] = arrays["y_train"].copy()
+    arrays["y_train"][0] = (arrays["y_train"][0] + 1) % 10  # one label changed, the frames the same
+    other = tmp_path / "other.npz"
+    np.savez(other, **arrays)
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    with pytest.raises(UserError, match=r"training data \(CRC-32\)"):
+        train_quietly("mlp", "k1", other, model_dir, epochs=2, resume=True)
+
+
+# the checkpoint of another model at the same precision (same quantizer k) is refused too
+def test_resume_refuses_a_checkpoint_of_another_model_at_the_same_precision(frame_data, one_epoch_mlp_k1, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    models.build_model("lenet", 1).save(model_dir / "checkpoint_epoch0001.keras")  # LeNet k1 in an MLP k1 run
+    with pytest.raises(UserError, match=r"holds model 'lenet_k1' with quantizer k \[1\], not mlp k1"):
+        train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
+
+
+# the temporary file of a CSV log torn by a kill is removed, on --resume and on a fresh start
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_torn_csv_log_temporary_is_removed(resume, frame_data, one_epoch_mlp_k1, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    leftover = model_dir / f".{training.LOG_FILE}.x4.tmp.csv"
+    leftover.write_text("epoch,loss,acc")
+    train_quietly("mlp", "k1", frame_data, model_dir, epochs=2 if resume else 1, resume=resume)
+    assert not leftover.exists()
+
+
+# a state whose history has more (or fewer) rows than its finished epochs is malformed
+def test_a_state_whose_history_does_not_match_its_epochs_is_refused(frame_data, one_epoch_mlp_k1, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_mlp_k1, model_dir)
+    state_path = model_dir / training.STATE_FILE
+    state = json.loads(state_path.read_text())
+    state["history"] = state["history"] * 2  # 2 rows, 1 epoch done: the CSV would get a phantom epoch
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(UserError, match="'history' is not 1 rows of loss and accuracy"):
+        train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
+
+
+# the end-of-epoch finiteness probe must not touch the weights (training=True would move the BN
+# moving statistics towards the probe batch, and those biased statistics would be saved)
+def test_the_finite_weights_probe_changes_no_weight(frames):
+    net = models.build_model("mlp", 1)
+    callback = training.EpochCheckpoint("unused", "mlp", 1, [], {}, probe_x=frames[0][:20])
+    callback.set_model(net)
+    before = [weight.copy() for weight in net.get_weights()]
+    assert callback.weights_are_finite()
+    for old, new in zip(before, net.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+# the parameter file is replaced atomically: a write interrupted half-way keeps the old file
+def test_an_interrupted_parameter_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = write_parameters(tmp_path / models.PARAMETERS_FILE, random_parameters("mlp", 1, seed=3))
+    before = path.read_bytes()
+
+    def torn_savez(file, **arrays):
+        Path(file).write_bytes(b"PK torn")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", torn_savez)
+    with pytest.raises(KeyboardInterrupt):
+        models.save_parameters(path, file_arrays(random_parameters("mlp", 1, seed=4)))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [models.PARAMETERS_FILE]  # no temporary left
+
+
+# a zero gamma is refused only for the SNN (infinite threshold), not for the ANN, where it is
+# a legitimate (dead) channel
+def test_a_zero_gamma_is_accepted_for_the_ann(tmp_path):
+    params = random_parameters("mlp", -1, seed=3)
+    params["bn1_gamma"][0] = 0.0
+    path = write_parameters(tmp_path / models.PARAMETERS_FILE, params)
+    assert models.load_parameters(path, model="mlp", k=-1)["bn1_gamma"][0] == 0.0
+
+
+# `model` and `k` must be scalars: a one-line error, not a TypeError traceback (k = [1]) nor a
+# misleading "unknown model \"['mlp']\""
+@pytest.mark.parametrize("name,value", [("k", np.array([1])), ("model", np.array(["mlp"]))])
+def test_load_parameters_refuses_non_scalar_model_or_k(name, value, tmp_path):
+    arrays = file_arrays(random_parameters("mlp", 1, seed=3))
+    arrays[name] = value
+    path = tmp_path / models.PARAMETERS_FILE
+    np.savez(path, **arrays)
+    with pytest.raises(UserError, match=f"missing scalar entry '{name}'"):
+        models.load_parameters(path)

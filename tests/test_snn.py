@@ -937,3 +937,98 @@ def test_the_batch_size_flag_groups_the_log_lines(frame_data, tmp_path, make_par
     assert len((tmp_path / "logs" / "accuracy.txt").read_text().splitlines()) == 3 * 4  # batches of 7, 7, 6
     log = snn_logs.read_logs(tmp_path / "logs")
     assert (log.n_batches, log.n_test) == (3, 20) and log.final_accuracy == results["final_accuracy"]
+
+
+@pytest.mark.parametrize("case", ["unwritable folder", "snn_results.json is a folder"])
+def test_a_log_dir_that_cannot_take_the_logs_is_refused_before_the_simulation(case, frame_data, tmp_path, make_params,
+                                                                               monkeypatch):
+    write_parameters(tmp_path / "model" / models.PARAMETERS_FILE, make_params("mlp", 0, seed=3))
+    if case == "unwritable folder":
+        (tmp_path / "a_file").write_text("x")
+        log_dir, fragment = tmp_path / "a_file" / "logs", "log directory is not writable"
+    else:
+        log_dir, fragment = tmp_path / "logs", "snn_results.json: is a folder; cannot write the log there"
+        (log_dir / evaluation.SNN_RESULTS_FILE).mkdir(parents=True)
+    monkeypatch.setattr(spiking_utils, "simulate",
+                        lambda *args, **kwargs: pytest.fail("simulated before the log folder was checked"))
+    with pytest.raises(UserError, match=fragment):
+        evaluation.evaluate_snn("mlp", "k0", frame_data, tmp_path / "model", log_dir, time_steps=5, test_limit=10,
+                                progress=False)
+
+
+# the four logs and snn_results.json are renamed together: an interruption while writing any
+# one of the five files leaves every file of the earlier run as it was
+@pytest.mark.parametrize("nth", range(1, 6))
+def test_evaluate_snn_interrupted_at_any_file_keeps_the_earlier_run(nth, frame_data, tmp_path, make_params,
+                                                                      monkeypatch):
+    write_parameters(tmp_path / "model" / models.PARAMETERS_FILE, make_params("mlp", 0, seed=3))
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    old = {name: f"old {name}\n" for name in (*LOG_FILES, evaluation.SNN_RESULTS_FILE)}
+    for name, text in old.items():
+        (log_dir / name).write_text(text)
+    calls = fail_on_write(monkeypatch, nth, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate_snn("mlp", "k0", frame_data, tmp_path / "model", log_dir, time_steps=5,
+                                test_limit=10, progress=False)
+    monkeypatch.undo()
+    assert len(calls) == nth
+    assert {path.name: path.read_text() for path in log_dir.iterdir()} == old
+
+
+# the final accuracy is the last step's, even when an earlier step was better
+def test_the_final_accuracy_is_the_last_steps_not_the_best():
+    columns = {"accuracy.txt": np.array([[1, 3, 2]]), "spike_num.txt": np.array([[2, 4, 4]]),
+               "spike_collect.txt": np.array([[2, 2, 2]]), "sop_num.txt": np.array([[0, 5, 9]])}
+    summary = evaluation.summarize_logs(columns, 4, 3, "mlp", 1, 50)
+    assert summary["final_accuracy"] == 0.5 and summary["accuracy_per_step"] == [0.25, 0.75, 0.5]
+    assert summary["steps_to_final"] == 3
+
+
+# --time-steps 2**31 - 1 (MAX_TIME_STEPS) itself is allowed; only beyond is refused
+def test_the_largest_time_steps_value_is_accepted(frame_data, tmp_path, make_params, monkeypatch):
+    write_parameters(tmp_path / "model" / models.PARAMETERS_FILE, make_params("mlp", 0, seed=3))
+
+    class Simulated(Exception):
+        pass
+
+    def simulate(network, x, time_steps, **kwargs):
+        assert time_steps == spiking_utils.MAX_TIME_STEPS
+        raise Simulated
+
+    monkeypatch.setattr(spiking_utils, "simulate", simulate)
+    with pytest.raises(Simulated):
+        evaluation.evaluate_snn("mlp", "k0", frame_data, tmp_path / "model", tmp_path / "logs",
+                                time_steps=spiking_utils.MAX_TIME_STEPS, test_limit=5, progress=False)
+
+
+# the printed line gives the final accuracy in percent and the step from which it holds
+def test_the_printed_final_accuracy_and_steps(frame_data, frames, tmp_path, capsys):
+    write_parameters(tmp_path / models.PARAMETERS_FILE, random_parameters("mlp", 2, seed=4, frames=frames[2]))
+    log_dir, time_steps = tmp_path / "logs", 200
+    evaluation.evaluate_snn("mlp", "k2", frame_data, tmp_path, log_dir, time_steps=time_steps, test_limit=20,
+                            progress=False)
+    accuracy = [int(line) / 20 for line in (log_dir / "accuracy.txt").read_text().splitlines()]  # one batch
+    final = accuracy[-1]
+    steps = next(t + 1 for t in range(time_steps) if all(a == final for a in accuracy[t:]))
+    assert steps < time_steps  # so that the step count is not the number of steps by chance
+    assert (f"SNN mlp k2: final accuracy {100 * final:.2f}% after {steps} of {time_steps} steps; "
+            f"logs in {log_dir}") in capsys.readouterr().out
+
+
+# the lossless line puts every count and share in its place
+def test_the_lossless_line_reports_each_count_and_share():
+    report = {"mismatching_neurons": 12, "mismatching_neuron_share": 12 / 8000, "samples_with_mismatching_neurons": 3,
+              "samples_with_mismatching_neurons_share": 3 / 40, "rounding_tie_neurons": 2,
+              "downstream_of_ties_neurons": 4, "samples_still_spiking_at_the_last_step": 2, "unsettled_neurons": 5,
+              "other_mismatching_neurons": 1, "mismatching_predictions": 1, "mismatching_prediction_share": 1 / 40,
+              "first_step_all_predictions_match": None}
+    assert evaluation.lossless_summary(report, 40) == (
+        "lossless check: 12 neurons (0.1500%, in 3 samples, 7.50%) differ from 2^k x the quantized ANN: "
+        "2 at 1e-5 rounding ties of their own (§3), 4 downstream of those, 5 in the 2 samples still spiking "
+        "at the last step (not settled: more --time-steps), 1 otherwise; 1 of 40 predictions differ (2.50%); "
+        "the predictions never all match")
+    report.update(samples_still_spiking_at_the_last_step=0, unsettled_neurons=0, mismatching_predictions=0,
+                  mismatching_prediction_share=0.0, first_step_all_predictions_match=17)
+    assert evaluation.lossless_summary(report, 40).endswith(
+        "4 downstream of those, 1 otherwise; 0 of 40 predictions differ (0.00%); all predictions match from step 17")

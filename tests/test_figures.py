@@ -538,3 +538,39 @@ def test_bars_show_the_last_step_not_the_step_the_accuracy_settles(tmp_path):
     assert sop_bar.get_height() == pytest.approx(500 / 12)
     positive, negative, _ = sparsity.plot_sparsity("mlp", logs).axes[0].containers
     assert positive[0].get_height() == pytest.approx(74 / 12) and negative[0].get_height() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by mutation testing: the flags of the figure scripts
+
+
+def test_accuracy_script_draws_the_compare_root_under_its_label(tmp_path, monkeypatch):
+    root = write_run(tmp_path / "logs")
+    other = write_distinct_run(tmp_path / "other")
+    saved = {}
+    monkeypatch.setattr(accuracy_speed, "save_figure", lambda figure, path: saved.update({path: drawn_texts(figure)}))
+    accuracy_speed.main(["--model", "mlp", "--log-root", str(root), "--compare-root", str(other),
+                         "--compare-label", "rerun", "--out-dir", str(tmp_path / "out")])
+    assert list(saved) == [tmp_path / "out" / "smlp_accuracy_n_mnist.png"]
+    texts = saved[tmp_path / "out" / "smlp_accuracy_n_mnist.png"]
+    assert {"k=2: 100.00% after 5 steps", "k=2 (rerun): 91.67% after 6 steps"} <= texts  # other's k2 ends at 91.67%
+
+
+def test_an_unknown_precision_is_an_argument_error(tmp_path):
+    root = write_run(tmp_path / "logs")
+    for precision in ("full", "k3"):
+        with pytest.raises(UserError, match="invalid choice"):
+            sops.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path), "--precisions", precision])
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_time_steps_and_batch_size_flags_reach_logs_without_json(tmp_path):
+    root = tmp_path / "logs"
+    # a batch whose counters never fall below the last step of the one before hides its restart: T must be given
+    write_logs(root / "k1", spike_num=[[10, 20, 26, 30, 30, 30], [40, 50, 60, 70, 70, 70], [12, 22, 28, 32, 32, 32]],
+               sop_num=[[0, 100, 150, 170, 170, 170], [200, 280, 320, 330, 330, 330], [0, 120, 180, 200, 200, 200]])
+    with pytest.raises(UserError, match="not every T lines"):
+        sops.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path), "--batch-size", "4"])
+    sops.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path), "--batch-size", "4",
+               "--time-steps", "6"])
+    assert (tmp_path / "smlp_sop_n_mnist.png").stat().st_size > 10_000

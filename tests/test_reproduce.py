@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -217,8 +218,10 @@ def test_models_and_precisions_named_twice_run_once_and_the_demo_file_is_named_a
     assert reproduce.is_demo_data(reproduce.parse_args(["--demo"]))
 
 
-def test_update_readme_refuses_another_out_root_or_a_narrowed_run(tmp_path):
+def test_update_readme_refuses_another_out_root_or_a_narrowed_run(tmp_path, monkeypatch):
     readme = (REPO / "README.md").read_text()
+    # were the refusal broken, the run must not start the real study inside the repository
+    monkeypatch.setattr(reproduce, "build_stages", lambda *args: pytest.fail("the run started"))
     with pytest.raises(UserError, match="leave out --out-root"):
         reproduce.main(["--out-root", str(tmp_path), "--update-readme"])
     with pytest.raises(UserError, match="leave out --models and --precisions"):
@@ -380,3 +383,150 @@ def test_a_missing_parameter_file_is_trained_again(study, frame_data, tmp_path):
     redone = [line.split("] ")[1].split(":")[0] for line in stage_lines(stdout) if "done in" in line]
     assert redone == ["train mlp k1", "ANN mlp k1", "SNN mlp k1", "figures mlp"]
     assert (copy / "MLP" / "checkpoints" / "k1" / models.PARAMETERS_FILE).is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by mutation testing: the main loop, run on stand-in stages, and what the stages count as complete
+
+def run_stand_in_stages(monkeypatch, out_root, stages, *flags):
+    """reproduce.main with `stages` [(name, is_complete, run)] in place of the real ones (seconds, not minutes)."""
+    monkeypatch.setattr(reproduce, "build_stages", lambda args, paths, screen=None: stages)
+    reproduce.main(["--out-root", str(out_root), *flags])
+
+
+def stand_in(name, ran, complete=True, seconds=0.0):
+    def run():
+        time.sleep(seconds)
+        ran.append(name)
+        return "ok"
+    return name, lambda: complete, run
+
+
+def test_force_redoes_complete_stages_and_the_data_only_for_the_whole_study(monkeypatch, tmp_path):
+    ran = []
+    stages = [stand_in(name, ran) for name in ("data", "train mlp k1", "ANN mlp k1")]
+    run_stand_in_stages(monkeypatch, tmp_path, stages, "--models", "mlp", "--precisions", "k1")
+    assert ran == []  # complete: skipped
+    run_stand_in_stages(monkeypatch, tmp_path, stages, "--models", "mlp", "--precisions", "k1", "--force")
+    assert ran == ["train mlp k1", "ANN mlp k1"]  # a narrowed run keeps the data
+    ran.clear()
+    run_stand_in_stages(monkeypatch, tmp_path, stages, "--precisions", "k1", "--force")
+    assert ran == ["train mlp k1", "ANN mlp k1"]  # narrowed by --precisions alone: the data stays too
+    ran.clear()
+    run_stand_in_stages(monkeypatch, tmp_path, stages, "--force")
+    assert ran == ["data", "train mlp k1", "ANN mlp k1"]  # the whole study: the data too
+
+
+def test_a_failing_stage_keeps_its_output_in_the_stage_log_and_the_times_of_the_stages_before_it(monkeypatch, tmp_path):
+    ran = []
+
+    def fail():
+        print("why it failed")
+        raise UserError("broken")
+
+    stages = [stand_in("data", ran, complete=False), ("train mlp full", lambda: False, fail),
+              stand_in("ANN mlp full", ran, complete=False)]
+    with pytest.raises(UserError, match="stage 'train mlp full' failed: broken"):
+        run_stand_in_stages(monkeypatch, tmp_path, stages, "--models", "mlp", "--precisions", "full")
+    assert ran == ["data"]
+    assert "why it failed" in (tmp_path / reproduce.STAGE_LOG_FILE).read_text().split("==== train mlp full")[1]
+    assert list(json.loads((tmp_path / reproduce.TIMINGS_FILE).read_text())) == ["data"]
+    assert not (tmp_path / reproduce.RESULTS_FILE).exists()
+
+
+def test_stage_times_are_each_stage_s_own_and_those_of_earlier_runs_are_kept(monkeypatch, tmp_path):
+    (tmp_path / reproduce.TIMINGS_FILE).write_text(json.dumps({"data": 12.5}))
+    ran = []
+    stages = [stand_in("data", ran), stand_in("train mlp full", ran, complete=False, seconds=0.4),
+              stand_in("ANN mlp full", ran, complete=False, seconds=0.4)]
+    run_stand_in_stages(monkeypatch, tmp_path, stages, "--models", "mlp", "--precisions", "full")
+    timings = json.loads((tmp_path / reproduce.TIMINGS_FILE).read_text())
+    assert timings["data"] == 12.5
+    assert all(0.4 <= timings[name] < 0.75 for name in ("train mlp full", "ANN mlp full"))  # not since the run began
+    results = (tmp_path / reproduce.RESULTS_FILE).read_text()
+    assert "| data | 12.5 | an earlier run |" in results
+    assert f"| ANN mlp full | {timings['ANN mlp full']:.1f} | this run |" in results
+
+
+def test_update_readme_refuses_a_run_narrowed_by_precisions_alone(monkeypatch):
+    monkeypatch.setattr(reproduce, "build_stages", lambda *args, **kwargs: pytest.fail("the study ran"))
+    with pytest.raises(UserError, match="leave out --models and --precisions"):
+        reproduce.main(["--update-readme", "--precisions", "k1"])
+
+
+def test_update_readme_replaces_only_the_results_block(tmp_path):
+    start, end = reproduce.README_MARKERS
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{start}\nold table\n{end}\nthe rest of the README\n")
+    reproduce.update_readme(readme, "new table")
+    assert readme.read_text() == f"intro\n{start}\nnew table\n{end}\nthe rest of the README\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(UserError, match="no <!-- results:start --> ... <!-- results:end --> block"):
+        reproduce.update_readme(readme, "new table")
+    assert readme.read_text() == "no markers\n"
+
+
+def test_the_demo_has_its_own_data_file_and_short_schedule():
+    import n_mnist
+    import preprocessing_n_mnist
+    import training
+
+    demo = reproduce.parse_args(["--demo"])
+    assert (demo.data, demo.epochs) == (preprocessing_n_mnist.DEFAULT_DEMO_OUT, reproduce.DEMO_EPOCHS)
+    real = reproduce.parse_args([])
+    assert (real.data, real.epochs) == (n_mnist.DEFAULT_DATA, training.EPOCHS)
+    assert reproduce.parse_args(["--demo", "--epochs", "3"]).epochs == 3
+
+
+@pytest.mark.parametrize("flags", [["--test-limit", "0"], ["--train-limit", "0"], ["--time-steps", "0"],
+                                   ["--seed", "-1"]])
+def test_every_number_below_its_minimum_is_refused(flags):
+    with pytest.raises(UserError, match=flags[0]):
+        reproduce.parse_args(flags)
+
+
+def stage_checks(args, out_root):
+    return {name: is_complete for name, is_complete, _ in reproduce.build_stages(args, reproduce.Paths(out_root))}
+
+
+def test_figures_are_redrawn_when_one_is_missing_or_the_full_precision_ann_result_is_newer(study, frame_data, tmp_path):
+    copy = copy_of(study, tmp_path)
+    args = reproduce.parse_args(["--data", str(frame_data), "--out-root", str(copy), "--models", "mlp", *TINY_RUN])
+    complete = stage_checks(args, copy)["figures mlp"]
+    assert complete()
+    ann = copy / "MLP" / "checkpoints" / "full" / "ann_results.json"
+    later = ann.stat().st_mtime + 3600
+    os.utime(ann, (later, later))  # the full-precision ANN evaluated again: its accuracy line is drawn
+    assert not complete()
+    os.utime(ann, (1e9, 1e9))
+    assert complete()
+    (copy / "MLP" / "figs" / f"{FIGURE_PREFIXES['mlp']}_sop_n_mnist.png").unlink()
+    assert not complete()
+
+
+def test_a_training_of_fewer_epochs_than_asked_is_not_complete(study, frame_data):
+    out_root, _ = study
+    flags = ["--data", str(frame_data), "--out-root", str(out_root), "--models", "mlp", "--precisions", "k1", *TINY_RUN]
+    assert stage_checks(reproduce.parse_args(flags), out_root)["train mlp k1"]()
+    assert not stage_checks(reproduce.parse_args([*flags, "--epochs", "2"]), out_root)["train mlp k1"]()
+
+
+def test_force_trains_afresh_rather_than_resuming_a_finished_run(study, frame_data, monkeypatch):
+    out_root, _ = study
+    resumed = []
+    monkeypatch.setattr(reproduce.training, "train", lambda *args, **kwargs: resumed.append(kwargs["resume"])
+                        or [{"epoch": 1, "loss": 0.0, "accuracy": 0.0}])
+    for force in ([], ["--force"]):
+        args = reproduce.parse_args(["--data", str(frame_data), "--out-root", str(out_root), "--models", "mlp",
+                                     "--precisions", "k1", *TINY_RUN, *force])
+        train = {name: run for name, _, run in reproduce.build_stages(args, reproduce.Paths(out_root))}["train mlp k1"]
+        train()
+    assert resumed == [True, False]
+
+
+def test_the_figures_draw_the_full_precision_ann_accuracy(study):
+    out_root, _ = study
+    log = (out_root / reproduce.STAGE_LOG_FILE).read_text()
+    for model in MODEL_NAMES:
+        drawn = log.split(f"==== figures {model}")[1].split("\n==== ")[0]
+        assert "wrote" in drawn and "no ANN accuracy drawn" not in drawn

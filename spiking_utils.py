@@ -11,7 +11,7 @@ Reads top to bottom like the specification:
 The spike decisions, and therefore the logs, are those of a literal float64 implementation of §4,
 line by line. The runner is fast because it (a) steps pools of hundreds of samples at once, two
 pools in parallel threads, each through one compiled TensorFlow step (each layer's element-wise
-neuron update fused by XLA, the next layer's convolution started while close calls are checked),
+neuron update fused by XLA on the layer's flattened units),
 (b) computes layer 1's spike train in closed form (its input arrives only at t = 0), (c) retires a
 sample as soon as its state is a fixed point (no layer will spike again), since every later step
 repeats its counters and prediction, and gives its row of the pool to the next sample, and (d)
@@ -339,6 +339,57 @@ def replay_first_layer(layer, fast, encoded_input, where, time_steps, chunk=4096
     return fired
 
 
+def first_layer_counters(counts, synapses, time_steps):
+    """Layer 1's §4 counters at every step, in closed form: it fires +1 at steps 0 .. n-1, so its
+    spikes at step t are the units with n > t.
+
+    counts: (B, units) spike counts in [0, T]; synapses: (units,) SOPs each of a unit's spikes
+    causes. Returns (B, T, 3) int64: |spikes|, net spikes and SOPs per sample and step.
+    """
+    samples, units = counts.shape
+    bins = (counts + (np.arange(samples, dtype=np.int64) * (time_steps + 1))[:, None]).reshape(-1)
+
+    def beyond(weights=None):  # (B, T): the sum of `weights` (1 by default) over the units with n > t
+        per_count = np.bincount(bins, weights, minlength=samples * (time_steps + 1)).reshape(samples, -1)
+        return np.cumsum(per_count[:, ::-1], axis=1)[:, ::-1][:, 1:]  # sum over n >= t + 1
+
+    spikes = beyond()
+    if np.all(synapses == synapses[0]):
+        sops = spikes * int(synapses[0])
+    else:
+        sops = np.rint(beyond(np.tile(synapses.astype(np.float64), samples))).astype(np.int64)
+    return np.stack([spikes, spikes, sops], axis=2)
+
+
+def make_first_layer_drive(layer, fast):
+    """drive(first_counts, time) -> layer 2's input current W (*) spikes / theta (float32), from layer 1's counts.
+
+    Layer 1 fires +1 at steps 0 .. n-1, so its spikes at each row's step t are first_counts > t. One
+    XLA function compares and multiplies: for a convolution whose stride equals its kernel size
+    (LeNet's 2 x 2, stride 2), as a matrix product of the non-overlapping patches (space to depth),
+    about twice as fast as a comparison followed by a convolution. first_counts: (rows,
+    *layer.input_shape) int; time: (rows,) int32; returns (rows, *layer.output_shape).
+    """
+    size = layer.kernel.shape[0]
+    height, width, channels = layer.input_shape if layer.kind == "conv" else (0, 0, 0)
+    as_patches = layer.kind == "conv" and size == layer.stride and height % size == 0 and width % size == 0
+
+    @tf.function(jit_compile=True, autograph=False)
+    def drive(first_counts, time):
+        rows = first_counts.shape[0]
+        time = tf.reshape(time, (rows,) + (1,) * len(layer.input_shape))
+        spikes = tf.cast(tf.cast(first_counts, tf.int32) > time, tf.float32)
+        if not as_patches:
+            return weighted_input(layer.kind, fast.kernel, layer.stride, spikes)
+        out_height, out_width = height // size, width // size
+        patches = tf.transpose(tf.reshape(spikes, (rows, out_height, size, out_width, size, channels)), (0, 1, 3, 2, 4, 5))
+        current = tf.matmul(tf.reshape(patches, (rows * out_height * out_width, size * size * channels)),
+                            tf.reshape(fast.kernel, (size * size * channels, -1)))  # kernel (kh, kw, C_in, C_out)
+        return tf.reshape(current, (rows, *layer.output_shape))
+
+    return drive
+
+
 def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
     """§4 steps 4-5 in float64 for the units `where`, as the literal simulation takes them.
 
@@ -354,38 +405,41 @@ def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
     return spike_decision(d, threshold), distance <= TIE_MARGIN * threshold
 
 
-CLOSE_CALL, PENDING = 1, 2  # the neuron outlook bits of make_neuron_update (3: both)
+PENDING, CLOSE_CALL, BOTH = 1, 2, 3  # the neuron outlooks of make_neuron_update (0: neither)
 
 
 def make_neuron_update(fast, output_shape):
     """§4 steps 3-6 in float32 for one spiking layer 2..L, its element-wise operations fused by XLA.
 
     update(current, potential, counts, fresh) -> (potential, counts, spikes, outlook), all
-    (rows, *output_shape). current: W (*) spikes / theta; potential: v = (mem - b) / theta; counts:
-    net spike counts (int); fresh (rows,): rows that start a new sample at this step (v = -b / theta,
-    n = 0 before it). outlook (int8): CLOSE_CALL for the decisions within `window` of a threshold,
-    PENDING for the neurons that may fire again at the next step even if no input arrives.
+    (rows, n) with the layer's n = prod(output_shape) units flattened (XLA vectorizes a flat loop
+    better: twice as fast for 12 channels). current: W (*) spikes / theta; potential: v = (mem - b)
+    / theta; counts: net spike counts (int); fresh (rows,): rows that start a new sample at this step
+    (v = -b / theta, n = 0 before it). outlook (int8): CLOSE_CALL for the decisions within `window`
+    of a threshold, PENDING for the neurons that may fire again at the next step even if no input
+    arrives, BOTH for both; so a close call is outlook >= CLOSE_CALL, a cheap comparison.
 
     A neuron fires again without input only if its excess is still beyond a threshold after this
     step's spike: excess > 2 (a +1 spike leaves it above 1), or excess < -1 - tolerance with a net
     count still positive after its -1 spike (without one, d >= 0). float32's error is allowed for by
-    the same window. The two are bits of one int8: a neuron can be both when the window is wide
-    (0.5 threshold units or more, for parameters with |b / theta| or sum |W| / theta near 2**16).
+    the same window. A neuron can be both when the window is wide (0.5 threshold units or more, for
+    parameters with |b / theta| or sum |W| / theta near 2**16).
     """
-    per_row = (-1,) + (1,) * len(output_shape)
+    units = int(np.prod(output_shape))
+    start, tolerance = (tf.reshape(tf.broadcast_to(per_channel, output_shape), (units,))  # (C,) -> (n,)
+                        for per_channel in (fast.start, fast.tolerance))
 
     @tf.function(jit_compile=True, autograph=False)
     def update(current, potential, counts, fresh):
-        fresh = tf.reshape(fresh, per_row)
-        potential = tf.where(fresh, fast.start, potential) + current
+        fresh = fresh[:, None]
+        potential = tf.where(fresh, start, potential) + current
         counts = tf.where(fresh, tf.zeros_like(counts), counts)
         excess = tf.nn.relu(potential) - tf.cast(counts, tf.float32)  # d / theta
-        spikes = tf.cast(excess > 1.0, tf.float32) - tf.cast(excess < -fast.tolerance, tf.float32)
+        spikes = tf.cast(excess > 1.0, tf.float32) - tf.cast(excess < -tolerance, tf.float32)
         # Close to either threshold, excess = 1 or excess = -tolerance. With no net spike yet, d >= 0
         # exactly, so no precision can fire a negative spike: only the upper threshold is then close.
-        close_call = (tf.abs(excess - 1.0) <= fast.window) | (
-            (tf.abs(excess + fast.tolerance) <= fast.window) & (counts > 0))
-        pending = (excess > 2.0 - fast.window) | ((excess < -1.0 - fast.tolerance + fast.window) & (counts > 1))
+        close_call = (tf.abs(excess - 1.0) <= fast.window) | ((tf.abs(excess + tolerance) <= fast.window) & (counts > 0))
+        pending = (excess > 2.0 - fast.window) | ((excess < -1.0 - tolerance + fast.window) & (counts > 1))
         outlook = CLOSE_CALL * tf.cast(close_call, tf.int8) + PENDING * tf.cast(pending, tf.int8)
         return potential, counts + tf.cast(spikes, counts.dtype), spikes, outlook
 
@@ -427,35 +481,37 @@ def make_network_step(network, rows, time_steps):
     time (rows,) int32: each row's step t; fresh (rows,) bool: rows starting a new sample; live (rows,)
     bool: rows holding a sample (others run idle and are not counted); first_counts: layer 1's spike
     counts (rows, *shape), so its spikes at t are first_counts > t; potentials, counts: lists over
-    layers 2..L of (rows, *shape) v = (mem - b) / theta (float32) and net spike counts (int);
-    counters (rows, 3) int32: |spikes|, net spikes and SOPs of this step; logits (rows, 10) float64;
+    layers 2..L of (rows, n) v = (mem - b) / theta (float32) and net spike counts (int), each
+    layer's n units flattened as make_neuron_update wants them;
+    counters (rows, 3) int32: |spikes|, net spikes and SOPs of layers 2..L at this step (layer 1's come
+    from first_layer_counters); logits (rows, 10) float64;
     decisions int64 (3,): DECISION_KINDS of the live rows; may_fire (rows,) bool: a neuron of layers
-    2..L may fire at the next step even if layer 1 does not (make_neuron_update's PENDING).
+    2..L may fire at the next step even if layer 1 does not (make_neuron_update's PENDING or BOTH).
     """
     first, *layers = network.layers
     fast = [fast_layer(layer) for layer in layers]
     updates = [make_neuron_update(f, layer.output_shape) for f, layer in zip(fast, layers)]
     out_kernel = tf.constant(network.out_kernel, tf.float64)
     dtype = count_dtype(time_steps)
-    per_row = (rows,) + (1,) * len(first.output_shape)
-    # Per layer 1..L, the synapses each of a unit's spikes drives: the next layer's
-    # synapses_per_input, or the 10 output units. float32 sums whole numbers exactly below 2**24,
-    # far above one step's SOPs per sample; float64 takes over beyond.
-    fan_out = [layer.synapses_per_input.reshape(-1) for layer in layers]
-    fan_out.append(np.full(int(np.prod(layers[-1].output_shape)), NUM_CLASSES))
+    units = [int(np.prod(layer.output_shape)) for layer in layers]
+    drive = make_first_layer_drive(layers[0], fast[0])
+    # Per layer 2..L, the synapses each of a unit's spikes drives: the next layer's
+    # synapses_per_input, or the 10 output units (layer 1's counters: first_layer_counters). float32
+    # sums whole numbers exactly below 2**24, far above one step's SOPs per sample; float64 takes over beyond.
+    fan_out = [layer.synapses_per_input.reshape(-1) for layer in layers[1:]] + [np.full(units[-1], NUM_CLASSES)]
     exact_in_float32 = sum(int(f.sum()) for f in fan_out) < 2**24
     counter_dtype = tf.float32 if exact_in_float32 else tf.float64
     uniform = [bool(np.all(f == f[0])) for f in fan_out]  # then SOPs = |spikes| x that fan-out
     fan_out = [tf.constant(f, counter_dtype) for f in fan_out]
 
-    def count(spikes, layer):  # -> (rows, 3) int32: |spikes|, net spikes and the SOPs they cause, per row
+    def count(spikes, index):  # -> (rows, 3) int32: |spikes|, net spikes and the SOPs they cause, per row
         flat = tf.cast(tf.reshape(spikes, (rows, -1)), counter_dtype)
         net = tf.reduce_sum(flat, axis=1)
         # Spikes are -1, 0 or 1, so sum |s| = ||s||^2: one pass over memory, where abs then sum take
-        # three; its rounding error is far below 1/2. Layer 1 only fires +1.
-        spike_count = net if layer == 0 else tf.round(tf.square(tf.math.reduce_euclidean_norm(flat, axis=1)))
-        sops = (spike_count * fan_out[layer][0] if uniform[layer]
-                else tf.linalg.matvec(tf.abs(flat), fan_out[layer]))
+        # three; its rounding error is far below 1/2.
+        spike_count = tf.round(tf.square(tf.math.reduce_euclidean_norm(flat, axis=1)))
+        sops = (spike_count * fan_out[index][0] if uniform[index]
+                else tf.linalg.matvec(tf.abs(flat), fan_out[index]))
         return tf.cast(tf.stack([spike_count, net, sops], axis=1), tf.int32)
 
     def input_current(index, spikes):  # W (*) spikes / theta into layers[index]; nothing after the last layer
@@ -463,32 +519,26 @@ def make_network_step(network, rows, time_steps):
             return tf.zeros(())
         return weighted_input(layers[index].kind, fast[index].kernel, layers[index].stride, spikes)
 
-    @tf.function(jit_compile=True, autograph=False)
-    def first_layer_spikes(first_counts, time):  # layer 1 fires +1 at steps 0 .. n-1, never -1
-        return tf.cast(tf.cast(first_counts, tf.int32) > tf.reshape(time, per_row), tf.float32)
-
-    state_specs = [tf.TensorSpec((rows, *layer.output_shape), tf.float32) for layer in layers]
-    count_specs = [tf.TensorSpec((rows, *layer.output_shape), dtype) for layer in layers]
+    blocks = [largest_divisor(n) for n in units]  # sparse_where's run length per layer
+    state_specs = [tf.TensorSpec((rows, n), tf.float32) for n in units]
+    count_specs = [tf.TensorSpec((rows, n), dtype) for n in units]
     row_spec = tf.TensorSpec((rows,), tf.bool)
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec((rows,), tf.int32), row_spec, row_spec,
                                   tf.TensorSpec((rows, *first.output_shape), dtype), state_specs, count_specs])
     def step(time, fresh, live, first_counts, potentials, counts):
-        spikes = first_layer_spikes(first_counts, time)
-        counters = count(spikes, 0)
-        current = input_current(0, spikes)
+        current = drive(first_counts, time)
+        counters = tf.zeros((rows, 3), tf.int32)
         counts_in, cap = first_counts, time + 1  # by step t layer 1 has fired min(n, t + 1) times
         new_potentials, new_counts, decisions = [], [], tf.zeros(3, tf.int64)
         may_fire = tf.zeros(rows, tf.bool)  # per row: some neuron of layers 2..L may fire at t + 1 without input
         for index, (layer, layer_fast, update) in enumerate(zip(layers, fast, updates)):
-            potential, layer_counts, spikes, outlook = update(current, potentials[index], counts[index], fresh)
-            may_fire = may_fire | tf.reduce_any(tf.reshape(outlook >= PENDING, (rows, -1)), axis=1)  # PENDING, or both
-            # The next layer's input current, from these spikes as they stand: it runs while the
-            # close calls are checked, and is computed again in the rare case that a spike changes.
-            current = input_current(index + 1, spikes)
-            # close calls: decided again in float64 from the exact membrane
-            is_close_call = tf.bitwise.bitwise_and(outlook, CLOSE_CALL) != 0  # CLOSE_CALL, or both
-            where = sparse_where(is_close_call, largest_divisor(int(np.prod(layer.output_shape))))  # (m, rank)
+            shape = (rows, *layer.output_shape)
+            potential, layer_counts, spikes, outlook = update(tf.reshape(current, (rows, -1)), potentials[index],
+                                                              counts[index], fresh)  # (rows, n) each
+            # Close calls: decided again in float64 from the exact membrane, before the spikes go on.
+            where = sparse_where(tf.reshape(outlook >= CLOSE_CALL, shape), blocks[index])  # (m, rank)
+            spikes, layer_counts = tf.reshape(spikes, shape), tf.reshape(layer_counts, shape)
             tentative = tf.gather_nd(spikes, where)
             previous = tf.cast(tf.gather_nd(layer_counts, where), tf.float32) - tentative
             row_cap = tf.gather(cap, where[:, 0]) if cap is not None else None
@@ -496,21 +546,24 @@ def make_network_step(network, rows, time_steps):
             correction = tf.cast(exact, tf.float32) - tentative
             changed = tf.math.count_nonzero(correction)
 
-            def corrected(spikes=spikes, layer_counts=layer_counts, where=where, correction=correction,
-                          index=index):
-                spikes = tf.tensor_scatter_nd_add(spikes, where, correction)
-                return (spikes, tf.tensor_scatter_nd_add(layer_counts, where, tf.cast(correction, dtype)),
-                        input_current(index + 1, spikes))
+            def corrected(spikes=spikes, layer_counts=layer_counts, where=where, correction=correction):
+                return (tf.tensor_scatter_nd_add(spikes, where, correction),
+                        tf.tensor_scatter_nd_add(layer_counts, where, tf.cast(correction, dtype)))
 
-            spikes, layer_counts, current = tf.cond(  # rare: float32 and float64 seldom disagree
-                changed > 0, corrected, lambda: (spikes, layer_counts, current))
-            counters += count(spikes, index + 1)
+            spikes, layer_counts = tf.cond(  # rare: float32 and float64 seldom disagree
+                changed > 0, corrected, lambda: (spikes, layer_counts))
+            # Neurons that may fire at t + 1 without input: PENDING ones, and close calls that are BOTH.
+            close_and_pending = tf.cast(tf.gather_nd(tf.reshape(outlook, shape), where) == BOTH, tf.int32)
+            may_fire = (may_fire | tf.reduce_any(outlook == PENDING, axis=1)
+                        | (tf.math.unsorted_segment_max(close_and_pending, where[:, 0], rows) > 0))
+            counters += count(spikes, index)
+            current = input_current(index + 1, spikes)
             in_live_rows = tf.gather(live, where[:, 0])
             decisions += tf.stack([tf.math.count_nonzero(in_live_rows),
                                    tf.math.count_nonzero((correction != 0) & in_live_rows),
                                    tf.math.count_nonzero(tie & in_live_rows)])
             new_potentials.append(potential)
-            new_counts.append(layer_counts)
+            new_counts.append(tf.reshape(layer_counts, (rows, -1)))
             counts_in, cap = layer_counts, None
         logits = tf.matmul(tf.cast(tf.reshape(counts_in, (rows, -1)), tf.float64), out_kernel)
         return new_potentials, new_counts, counters, logits, decisions, may_fire
@@ -558,20 +611,24 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
 
     def empty_state():  # (first_counts, potentials, counts) of a pool with no sample; first_counts is refilled in place
         return (np.zeros((rows, *first.output_shape), dtype.as_numpy_dtype),
-                [tf.broadcast_to(f.start, (rows, *layer.output_shape)) for f, layer in zip(fast, layers)],
-                [tf.zeros((rows, *layer.output_shape), dtype) for layer in layers])
+                [tf.reshape(tf.broadcast_to(f.start, (rows, *layer.output_shape)), (rows, -1))
+                 for f, layer in zip(fast, layers)],
+                [tf.zeros((rows, int(np.prod(layer.output_shape))), dtype) for layer in layers])
 
     # Layer 1's whole spike trains, (N, *shape), in closed form, block by block, while another
     # thread compiles the step (one idle call). Each block is written in place: no copy of the whole.
     count_block = make_first_layer_counter(first, time_steps, dtype, rows)
     first_layer_counts = np.empty((n_samples, *first.output_shape), dtype.as_numpy_dtype)
     first_layer_steps = np.empty(n_samples, np.int64)  # the step of each sample's last layer-1 spike + 1
+    first_layer_table = np.empty((n_samples, time_steps, 3), np.int64)  # layer 1's counters per step
+    synapses = layers[0].synapses_per_input.reshape(-1)
 
     def first_layer_block(start):
         block = slice(start, start + rows)
         counts = count_block(np.asarray(frames[block], np.float64) * 2.0**network.k)
         first_layer_counts[block] = counts
         first_layer_steps[block] = counts.reshape(len(counts), -1).max(axis=1, initial=0)
+        first_layer_table[block] = first_layer_counters(counts.reshape(len(counts), -1), synapses, time_steps)
 
     with ThreadPoolExecutor(workers) as executor:
         executor.submit(step, np.zeros(rows, np.int32), np.ones(rows, bool), np.zeros(rows, bool), *empty_state())
@@ -611,7 +668,7 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
                 row_time, fresh, live, first_counts, potentials, counts)
             rows_live = np.flatnonzero(live)
             samples, t = row_sample[rows_live], row_time[rows_live]
-            counters = counters.numpy()[rows_live]
+            counters = counters.numpy()[rows_live] + first_layer_table[samples, t]
             spikes_log[samples, t], net_log[samples, t], sops_log[samples, t] = counters.T
             predictions[samples, t] = np.argmax(logits.numpy()[rows_live], axis=1)  # first index on ties
 
@@ -625,7 +682,8 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
                 predictions[finished] = np.where(later, predictions[finished, last_step][:, None], predictions[finished])
                 if final_counts is not None:
                     for layer_final, layer_counts in zip(final_counts[1:], counts):
-                        layer_final[finished] = tf.gather(layer_counts, rows_live[done]).numpy()
+                        layer_final[finished] = tf.gather(layer_counts, rows_live[done]).numpy().reshape(
+                            len(finished), *layer_final.shape[1:])
                 row_sample[rows_live[done]] = -1
             row_time += 1
             with lock:

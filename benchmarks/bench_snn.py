@@ -73,10 +73,12 @@ def float32_potential_error(network, frames, time_steps):
     mem_q = [np.broadcast_to(layer.bound, m.shape) for layer, m in zip(layers, mem)]
     potential = [np.broadcast_to(f.start.numpy(), m.shape) for f, m in zip(fast, mem)]
     largest = np.zeros(len(layers))
+    drive = spiking_utils.make_first_layer_drive(layers[0], fast[0])  # layer 2's float32 input, as simulate computes it
     for t in range(time_steps):
         spikes = (first_counts > t).astype(np.float64)
         for index, (layer, f) in enumerate(zip(layers, fast)):
-            current32 = spiking_utils.weighted_input(layer.kind, f.kernel, layer.stride, spikes.astype(np.float32))
+            current32 = (drive(first_counts, np.full(len(frames), t, np.int32)) if index == 0 else
+                         spiking_utils.weighted_input(layer.kind, f.kernel, layer.stride, spikes.astype(np.float32)))
             potential[index] = potential[index] + current32.numpy()
             mem[index] = mem[index] + spiking_utils.synaptic_input(layer, spikes).numpy()
             exact = (mem[index] - layer.bound) / layer.threshold

@@ -553,6 +553,37 @@ def test_first_layer_closed_form_equals_the_recurrence(model, k, frames):
     assert expected.max() > 3 and (expected == 0).any()
 
 
+@pytest.mark.parametrize("uniform", [True, False])
+def test_first_layer_counters_count_the_units_still_firing(uniform):
+    """Layer 1 fires +1 at steps 0 .. n-1: at step t its spikes are the units with n > t, each
+    causing its own number of synaptic operations."""
+    time_steps = 6
+    counts = np.array([[0, 1, 3, 6], [2, 2, 0, 5]], dtype=np.int8)
+    synapses = np.array([4, 4, 4, 4]) if uniform else np.array([1, 10, 100, 1000])
+    table = spiking_utils.first_layer_counters(counts, synapses, time_steps)
+    assert table.shape == (2, time_steps, 3)
+    for sample in range(2):
+        for t in range(time_steps):
+            firing = counts[sample] > t
+            assert table[sample, t].tolist() == [firing.sum(), firing.sum(), synapses[firing].sum()]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("t", [0, 2, 7])
+def test_first_layer_drive_is_layer_2s_input(model, t, frames):
+    """The fused comparison and matrix product (space to depth for LeNet's 2 x 2, stride 2) equals
+    W (*) (layer-1 spikes at t) / theta up to float32 rounding."""
+    network = convert(random_parameters(model, 1, seed=7, frames=frames[2]))
+    layer, fast = network.layers[1], spiking_utils.fast_layer(network.layers[1])
+    counts = np.random.default_rng(t).integers(0, 9, (5, *layer.input_shape)).astype(np.int8)
+    expected = weighted_sum(ARCHITECTURES[model][1], layer.kernel / layer.threshold, counts > t)
+    drive = spiking_utils.make_first_layer_drive(layer, fast)
+    current = drive(counts, np.full(5, t, np.int32)).numpy()
+    assert current.shape == (5, *layer.output_shape) and current.dtype == np.float32
+    np.testing.assert_allclose(current, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert np.abs(expected).max() > 0.1
+
+
 # ---------------------------------------------------------------------------------------------
 # Logs (§4 layout)
 

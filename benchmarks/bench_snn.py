@@ -19,14 +19,16 @@ import numpy as np
 
 import models
 import spiking_utils
-from architectures import DISPLAY_NAMES, precision_to_k
+from architectures import DISPLAY_NAMES, MODEL_FOLDERS, precision_to_k
 from benchmarks import readme_rows
 from benchmarks.literal_snn import literal_simulation
 from cli import ArgumentParser, UserError, positive_int, run_main, shown
+from figs.snn_logs import read_column
 from n_mnist import load_frame_counts
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 from training import default_model_dir
 
+AUTHORS_LOGS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_logs"  # <Model>/k<K>/
 TARGET_SECONDS = 15.0
 TARGET_SPEEDUP = 20.0
 TARGET_PEAK_GB = 2.0
@@ -58,6 +60,25 @@ def benchmark_frames(data, n_samples):
     labels = np.concatenate([arrays["y_test"], arrays["y_train"]]).astype(np.int64)
     rows = np.arange(n_samples) % len(counts)
     return (counts[rows].astype(np.float32) / 32.0)[..., None], labels[rows]
+
+
+def settling_steps(spike_num):
+    """spike_num log (batches, T), cumulative within each batch -> (batches,) its last step with a
+    spike, counted from 1.
+
+    How long a batch keeps spiking: spiking_utils' time follows it (a sample retires after its last
+    spike), the literal simulator's does not.
+    """
+    fired = np.diff(spike_num, axis=1, prepend=0) > 0
+    return np.array([np.flatnonzero(row).max(initial=-1) + 1 for row in fired])
+
+
+def authors_settling_steps(model, precision, time_steps):
+    """settling_steps of the authors' own logs (real N-MNIST, T = 40), or None if absent or T differs."""
+    path = AUTHORS_LOGS / MODEL_FOLDERS[model] / precision / "spike_num.txt"
+    if time_steps != spiking_utils.TIME_STEPS or not path.exists():
+        return None
+    return settling_steps(read_column(path).reshape(-1, time_steps))
 
 
 def float32_potential_error(network, frames, time_steps):
@@ -136,6 +157,12 @@ def main(argv=None):
     speedup = literal_seconds / fast_seconds
     active_steps = (result.spikes > 0).sum(axis=1).mean()
     print(f"samples spike on {active_steps:.1f} of {args.time_steps} steps on average")
+    ours = settling_steps(spiking_utils.log_columns(result, labels)["spike_num.txt"])
+    settling = f"last step with a spike per log batch of 50: mean {ours.mean():.1f}, at most {ours.max()}"
+    authors = authors_settling_steps(args.model, args.precision, args.time_steps)
+    if authors is not None:
+        settling += f" (the authors' logs on real N-MNIST: mean {authors.mean():.1f}, at most {authors.max()})"
+    print(settling)
     decisions = result.float64_decisions
     neuron_steps = (result.spikes > 0).sum() * sum(int(np.prod(layer.output_shape)) for layer in network.layers[1:])
     print(f"float32 decisions taken again in float64: {decisions['close_calls']} "
@@ -160,7 +187,7 @@ def main(argv=None):
             f"literal float64 simulator {literal_seconds:.1f} s (extrapolated from {args.literal_samples} samples, run first); "
             f"spiking_utils {' / '.join(f'{t:.1f}' for t in fast_times)} s, median {fast_seconds:.1f} s: "
             f"**{speedup:.1f}× faster**; samples active on {active_steps:.1f} of {args.time_steps} steps on average (the literal "
-            f"simulator always runs all {args.time_steps}); peak memory {peak_gb:.2f} GB (whole process, TensorFlow included); logs identical "
+            f"simulator always runs all {args.time_steps}); {settling}; peak memory {peak_gb:.2f} GB (whole process, TensorFlow included); logs identical "
             f"line by line in every run: {'yes' if all(identical_logs) else '**no**'}; {decisions['close_calls']:,} neuron updates "
             f"re-decided in float64 ({decisions['close_calls'] / neuron_steps:.1e} of all), {decisions['changed']} changed by it, "
             f"{decisions['ties']} exact ties; largest float32 error of v {error.max():.1e} θ, ≥ {(window / error).min():.0f}× "

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO, assert_one_line_error, random_parameters, write_parameters
@@ -44,6 +45,13 @@ def test_snn_benchmark_checks_the_logs_against_the_literal_simulator(frame_data,
                         "--repeats", 1)
     assert "logs identical to the literal ones on the subset: True" in out
     assert re.search(r"speed-up [\d.]+x", out)
+
+
+def test_settling_step_is_the_last_step_whose_cumulative_spike_count_grows():
+    from benchmarks.bench_snn import settling_steps
+
+    spike_num = np.array([[5, 9, 9, 12, 12], [0, 0, 0, 0, 0], [3, 3, 3, 3, 3], [1, 2, 3, 4, 5]])
+    assert settling_steps(spike_num).tolist() == [4, 0, 1, 5]
 
 
 def test_a_benchmark_replaces_only_its_own_readme_row(tmp_path, monkeypatch):

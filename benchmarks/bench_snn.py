@@ -158,7 +158,8 @@ def main(argv=None):
     active_steps = (result.spikes > 0).sum(axis=1).mean()
     print(f"samples spike on {active_steps:.1f} of {args.time_steps} steps on average")
     ours = settling_steps(spiking_utils.log_columns(result, labels)["spike_num.txt"])
-    settling = f"last step with a spike per log batch of 50: mean {ours.mean():.1f}, at most {ours.max()}"
+    settling = (f"last step with a spike per log batch of {spiking_utils.LOG_BATCH_SIZE}: mean {ours.mean():.1f}, "
+                f"at most {ours.max()}")
     authors = authors_settling_steps(args.model, args.precision, args.time_steps)
     if authors is not None:
         settling += f" (the authors' logs on real N-MNIST: mean {authors.mean():.1f}, at most {authors.max()})"

@@ -358,7 +358,7 @@ def first_layer_counters(counts, synapses, time_steps):
         sops = spikes * int(synapses[0])
     else:
         sops = np.rint(beyond(np.tile(synapses.astype(np.float64), samples))).astype(np.int64)
-    return np.stack([spikes, spikes, sops], axis=2)
+    return np.stack([spikes, spikes, sops], axis=2)  # |spikes| = net spikes: layer 1 only fires +1
 
 
 def make_first_layer_drive(layer, fast):
@@ -370,9 +370,9 @@ def make_first_layer_drive(layer, fast):
     about twice as fast as a comparison followed by a convolution. first_counts: (rows,
     *layer.input_shape) int; time: (rows,) int32; returns (rows, *layer.output_shape).
     """
-    size = layer.kernel.shape[0]
-    height, width, channels = layer.input_shape if layer.kind == "conv" else (0, 0, 0)
-    as_patches = layer.kind == "conv" and size == layer.stride and height % size == 0 and width % size == 0
+    as_patches = (layer.kind == "conv" and layer.kernel.shape[0] == layer.stride
+                  and all(side % layer.stride == 0 for side in layer.input_shape[:2]))
+    size = layer.stride  # of the patches, when as_patches
 
     @tf.function(jit_compile=True, autograph=False)
     def drive(first_counts, time):
@@ -381,6 +381,7 @@ def make_first_layer_drive(layer, fast):
         spikes = tf.cast(tf.cast(first_counts, tf.int32) > time, tf.float32)
         if not as_patches:
             return weighted_input(layer.kind, fast.kernel, layer.stride, spikes)
+        height, width, channels = layer.input_shape
         out_height, out_width = height // size, width // size
         patches = tf.transpose(tf.reshape(spikes, (rows, out_height, size, out_width, size, channels)), (0, 1, 3, 2, 4, 5))
         current = tf.matmul(tf.reshape(patches, (rows * out_height * out_width, size * size * channels)),

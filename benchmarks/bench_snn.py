@@ -157,7 +157,7 @@ def main(argv=None):
     speedup = literal_seconds / fast_seconds
     active_steps = (result.spikes > 0).sum(axis=1).mean()
     print(f"samples spike on {active_steps:.1f} of {args.time_steps} steps on average")
-    ours = settling_steps(spiking_utils.log_columns(result, labels)["spike_num.txt"])
+    ours = settling_steps(columns["spike_num.txt"])  # the last run's logs, (batches, T)
     settling = (f"last step with a spike per log batch of {spiking_utils.LOG_BATCH_SIZE}: mean {ours.mean():.1f}, "
                 f"at most {ours.max()}")
     authors = authors_settling_steps(args.model, args.precision, args.time_steps)

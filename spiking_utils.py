@@ -406,6 +406,11 @@ def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
     return spike_decision(d, threshold), distance <= TIE_MARGIN * threshold
 
 
+def per_unit(per_channel, output_shape):
+    """A per-channel value (C,) spread over a layer's flattened units (n,) = prod(output_shape), channels last."""
+    return tf.reshape(tf.broadcast_to(per_channel, output_shape), (-1,))
+
+
 PENDING, CLOSE_CALL, BOTH = 1, 2, 3  # the neuron outlooks of make_neuron_update (0: neither)
 
 
@@ -426,9 +431,7 @@ def make_neuron_update(fast, output_shape):
     the same window. A neuron can be both when the window is wide (0.5 threshold units or more, for
     parameters with |b / theta| or sum |W| / theta near 2**16).
     """
-    units = int(np.prod(output_shape))
-    start, tolerance = (tf.reshape(tf.broadcast_to(per_channel, output_shape), (units,))  # (C,) -> (n,)
-                        for per_channel in (fast.start, fast.tolerance))
+    start, tolerance = per_unit(fast.start, output_shape), per_unit(fast.tolerance, output_shape)
 
     @tf.function(jit_compile=True, autograph=False)
     def update(current, potential, counts, fresh):
@@ -612,8 +615,7 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
 
     def empty_state():  # (first_counts, potentials, counts) of a pool with no sample; first_counts is refilled in place
         return (np.zeros((rows, *first.output_shape), dtype.as_numpy_dtype),
-                [tf.reshape(tf.broadcast_to(f.start, (rows, *layer.output_shape)), (rows, -1))
-                 for f, layer in zip(fast, layers)],
+                [tf.tile(per_unit(f.start, layer.output_shape)[None], (rows, 1)) for f, layer in zip(fast, layers)],
                 [tf.zeros((rows, int(np.prod(layer.output_shape))), dtype) for layer in layers])
 
     # Layer 1's whole spike trains, (N, *shape), in closed form, block by block, while another

@@ -70,7 +70,7 @@ def settling_steps(spike_num):
     spike), the literal simulator's does not.
     """
     fired = np.diff(spike_num, axis=1, prepend=0) > 0
-    return np.array([np.flatnonzero(row).max(initial=-1) + 1 for row in fired])
+    return np.where(fired.any(axis=1), fired.shape[1] - np.argmax(fired[:, ::-1], axis=1), 0)
 
 
 def authors_settling_steps(model, precision, time_steps):

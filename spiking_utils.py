@@ -59,6 +59,11 @@ class SpikingLayer:
     output_shape: tuple
     synapses_per_input: np.ndarray  # per input unit: output positions reached x output channels (SOPs)
 
+    @property
+    def neurons(self):
+        """How many neurons the layer has per sample: prod(output_shape)."""
+        return int(np.prod(self.output_shape))
+
 
 @dataclass
 class SpikingNetwork:
@@ -497,7 +502,7 @@ def make_network_step(network, rows, time_steps):
     updates = [make_neuron_update(f, layer.output_shape) for f, layer in zip(fast, layers)]
     out_kernel = tf.constant(network.out_kernel, tf.float64)
     dtype = count_dtype(time_steps)
-    units = [int(np.prod(layer.output_shape)) for layer in layers]
+    units = [layer.neurons for layer in layers]
     drive = make_first_layer_drive(layers[0], fast[0])
     # Per layer 2..L, the synapses each of a unit's spikes drives: the next layer's
     # synapses_per_input, or the 10 output units (layer 1's counters: first_layer_counters). float32
@@ -616,7 +621,7 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
     def empty_state():  # (first_counts, potentials, counts) of a pool with no sample; first_counts is refilled in place
         return (np.zeros((rows, *first.output_shape), dtype.as_numpy_dtype),
                 [tf.tile(per_unit(f.start, layer.output_shape)[None], (rows, 1)) for f, layer in zip(fast, layers)],
-                [tf.zeros((rows, int(np.prod(layer.output_shape))), dtype) for layer in layers])
+                [tf.zeros((rows, layer.neurons), dtype) for layer in layers])
 
     # Layer 1's whole spike trains, (N, *shape), in closed form, block by block, while another
     # thread compiles the step (one idle call). Each block is written in place: no copy of the whole.
@@ -780,7 +785,7 @@ def lossless_report(result, network):
     rounding tie, downstream of such ties, or any other reason, which would be a simulator fault.
     """
     n_samples, time_steps = result.predictions.shape
-    neurons = n_samples * sum(int(np.prod(layer.output_shape)) for layer in network.layers)
+    neurons = n_samples * sum(layer.neurons for layer in network.layers)
     all_match = (result.predictions == result.ann_predictions[:, None]).all(axis=0)  # (T,)
     first_step = None
     if all_match[-1]:

@@ -165,7 +165,7 @@ def main(argv=None):
         settling += f" (the authors' logs on real N-MNIST: mean {authors.mean():.1f}, at most {authors.max()})"
     print(settling)
     decisions = result.float64_decisions
-    neuron_steps = (result.spikes > 0).sum() * sum(int(np.prod(layer.output_shape)) for layer in network.layers[1:])
+    neuron_steps = (result.spikes > 0).sum() * sum(layer.neurons for layer in network.layers[1:])
     print(f"float32 decisions taken again in float64: {decisions['close_calls']} "
           f"({decisions['close_calls'] / neuron_steps:.1e} of the neuron updates of layers 2..L); float64 changed "
           f"{decisions['changed']} of them; exact ties (d within {spiking_utils.TIE_MARGIN:g} theta of a threshold): "

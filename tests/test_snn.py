@@ -666,7 +666,7 @@ def test_lossless_report_by_hand():
         sops=np.zeros((3, 4), int), predictions=np.array([[1, 7, 7, 7], [2, 2, 2, 2], [0, 0, 0, 4]]),
         neuron_mismatches=np.array([3, 1, 0]), tie_mismatches=np.array([1, 0, 0]),
         other_mismatches=np.array([0, 1, 0]), ann_predictions=np.array([7, 2, 4]))
-    network = SimpleNamespace(layers=[SimpleNamespace(output_shape=(4, 5)), SimpleNamespace(output_shape=(20,))])
+    network = SimpleNamespace(layers=[SimpleNamespace(neurons=20), SimpleNamespace(neurons=20)])
     report = spiking_utils.lossless_report(result, network)
     assert report == {
         "mismatching_neurons": 4, "mismatching_neuron_share": 4 / 120,

@@ -635,8 +635,9 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
         block = slice(start, start + rows)
         counts = count_block(np.asarray(frames[block], np.float64) * 2.0**network.k)
         first_layer_counts[block] = counts
-        first_layer_steps[block] = counts.reshape(len(counts), -1).max(axis=1, initial=0)
-        first_layer_table[block] = first_layer_counters(counts.reshape(len(counts), -1), synapses, time_steps)
+        per_sample = counts.reshape(len(counts), -1)  # (rows, units)
+        first_layer_steps[block] = per_sample.max(axis=1, initial=0)
+        first_layer_table[block] = first_layer_counters(per_sample, synapses, time_steps)
 
     with ThreadPoolExecutor(workers) as executor:
         executor.submit(step, np.zeros(rows, np.int32), np.ones(rows, bool), np.zeros(rows, bool), *empty_state())

@@ -584,6 +584,11 @@ POOL_SIZE = 256  # samples simulated at once by each worker (rows of its state);
 WORKERS = 2  # pools stepped by parallel threads, so that one computes while the other waits on a serial operation
 
 
+def pool_rows(n_samples, pool_size=POOL_SIZE, workers=WORKERS):
+    """Rows of each worker's pool in `simulate`: pool_size, or fewer when the samples do not fill the pools."""
+    return max(1, min(pool_size, -(-n_samples // workers)))
+
+
 def configure_threads(workers=WORKERS):
     """Size TensorFlow's thread pools for `simulate`: cores // workers threads per operation.
 
@@ -613,7 +618,7 @@ def simulate(network, frames, time_steps=TIME_STEPS, pool_size=POOL_SIZE, worker
     """
     first, *layers = network.layers
     n_samples = len(frames)
-    rows = max(1, min(pool_size, -(-n_samples // workers)))
+    rows = pool_rows(n_samples, pool_size, workers)
     step, fast = make_network_step(network, rows, time_steps)
     dtype = count_dtype(time_steps)
     spikes_log, net_log, sops_log, predictions = (np.zeros((n_samples, time_steps), dtype=np.int64) for _ in range(4))

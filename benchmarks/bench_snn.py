@@ -108,17 +108,31 @@ def float32_potential_error(network, frames, time_steps):
     return largest, np.array([f.window for f in fast])
 
 
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="lenet", choices=["lenet", "mlp"], help="default: %(default)s")
-    parser.add_argument("--precision", default="k1", choices=["k0", "k1", "k2"], help="default: %(default)s")
+def add_simulation_flags(parser, precision, samples_help):
+    """The flags of the SNN benchmarks (this one and profile_snn.py): the model file, the frames, T."""
+    parser.add_argument("--precision", default=precision, choices=["k0", "k1", "k2"], help="default: %(default)s")
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DEMO_OUT,
                         help=f"frames: the test split, then training frames, repeated to --samples (default: {shown(DEFAULT_DEMO_OUT)})")
     parser.add_argument("--model-dir", type=pathlib.Path, default=None,
                         help="folder holding model_n_mnist.npz (default: <Model>/checkpoints/<precision>/)")
-    parser.add_argument("--samples", type=positive_int, default=10_000, help="samples for spiking_utils (default: %(default)s)")
-    parser.add_argument("--literal-samples", type=positive_int, default=400, help="samples for the literal baseline (default: %(default)s)")
+    parser.add_argument("--samples", type=positive_int, default=10_000, help=f"{samples_help} (default: %(default)s)")
     parser.add_argument("--time-steps", type=positive_int, default=spiking_utils.TIME_STEPS, help="T (default: %(default)s)")
+
+
+def load_network(model, args):
+    """(params, network, frames, labels) named by the flags of add_simulation_flags; says what it simulates."""
+    model_dir = args.model_dir or default_model_dir(model, args.precision)
+    params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model, precision_to_k(args.precision))
+    frames, labels = benchmark_frames(args.data, args.samples)
+    print(f"{model} {args.precision} from {model_dir}, T = {args.time_steps}, {args.samples} samples")
+    return params, spiking_utils.convert(params), frames, labels
+
+
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lenet", choices=["lenet", "mlp"], help="default: %(default)s")
+    add_simulation_flags(parser, "k1", "samples for spiking_utils")
+    parser.add_argument("--literal-samples", type=positive_int, default=400, help="samples for the literal baseline (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs of spiking_utils (default: %(default)s)")
     parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
     args = parser.parse_args(argv)
@@ -126,12 +140,7 @@ def main(argv=None):
         raise UserError(f"--literal-samples must be a multiple of the log batch ({spiking_utils.LOG_BATCH_SIZE}) "
                         f"and at most --samples, so that its log lines compare with whole batches")
     spiking_utils.configure_threads()
-
-    model_dir = args.model_dir or default_model_dir(args.model, args.precision)
-    params = models.load_parameters(model_dir / models.PARAMETERS_FILE, args.model, precision_to_k(args.precision))
-    frames, labels = benchmark_frames(args.data, args.samples)
-    network = spiking_utils.convert(params)
-    print(f"{args.model} {args.precision} from {model_dir}, T = {args.time_steps}, {args.samples} samples")
+    params, network, frames, labels = load_network(args.model, args)
 
     subset = slice(0, args.literal_samples)
     started = time.perf_counter()

@@ -67,3 +67,43 @@ def test_a_benchmark_replaces_only_its_own_readme_row(tmp_path, monkeypatch):
         "intro\n<!-- benchmarks:start -->\n| what | command | measured | target |\n|---|---|---|---|\n"
         "| a | `python benchmarks/bench_x.py --files 5` | 3 files/s | **met** |\n| b | `y` | 2 | t |\n"
         "| c | `python benchmarks/bench_x.py --files 5` | 4 | – |\n<!-- benchmarks:end -->\nafter\n")
+
+
+def test_step_profile_splits_the_steps_after_the_compiling_call_by_kind_of_work():
+    from benchmarks.profile_snn import step_time_breakdown
+
+    events = [  # (name, start in ps, seconds), as read_trace returns them
+        ("step", 0, 5.0), ("Conv2D:_MklNativeConv2D", 10, 1.0), ("CpuExecutable::ExecuteAsyncOnStream", 20, 1.0),
+        ("step", 100, 1.0), ("Conv2D:_MklNativeConv2D", 110, 0.25), ("Conv2D_1:Conv2D", 120, 0.125),
+        ("CpuExecutable::ExecuteAsyncOnStream", 130, 0.25), ("select_add_fusion", 131, 0.2),
+        ("GatherNd_6:GatherNd", 140, 0.125), ("ExecutorState::Process", 150, 0.9),
+        ("step", 200, 2.0), ("MatMul:MatMul", 210, 0.5), ("EagerLocalExecute: __inference_step_1", 200, 1.9)]
+    calls, kinds = step_time_breakdown(events)
+    assert calls == 2
+    assert kinds == {"convolutions": 0.375, "XLA-compiled functions": 0.25, "other TensorFlow operations": 0.625,
+                     "dispatch between operations": 1.75}
+
+
+@pytest.mark.parametrize("layer_index, spike_at, expected", [
+    (1, (0, 0, 0), 1), (1, (7, 7, 11), 16), (1, (14, 3, 5), 4),  # layer 3: 4 x 4 windows, stride 1, over 15 x 15
+    (2, (0, 0, 0), 1), (2, (5, 6, 63), 1)])  # layer 4: 2 x 2 windows, stride 2: each input in one patch
+def test_a_single_spike_lies_in_every_patch_that_covers_it(layer_index, spike_at, expected):
+    from benchmarks.profile_snn import patches_with_a_spike
+    from spiking_utils import convert
+
+    layer = convert(random_parameters("lenet", 1)).layers[1 + layer_index]
+    spikes = np.zeros((3, *layer.input_shape))
+    spikes[1][spike_at] = -1.0
+    spikes[2][spike_at] = 1.0
+    spikes[2][tuple(side - 1 for side in layer.input_shape)] = 1.0  # the far corner: one more patch
+    assert patches_with_a_spike(spikes, layer).tolist() == [0, expected, expected + 1]
+
+
+def test_step_profile_runs_end_to_end(frame_data, tmp_path, frames):
+    write_parameters(tmp_path / "model_n_mnist.npz", random_parameters("lenet", 2, seed=3, frames=frames[2]))
+    out = run_benchmark("profile_snn.py", "--precision", "k2", "--data", frame_data, "--model-dir", tmp_path,
+                        "--samples", 40, "--patch-samples", 10, "--time-steps", 12)
+    shares = [float(share) for share in re.findall(r"^  [\w -]+? +([\d.]+) %", out, flags=re.MULTILINE)]
+    assert len(shares) == 4 and abs(sum(shares) - 100) < 0.5, out
+    assert re.search(r"convolutions: \d+ GFLOP/s per thread", out)
+    assert re.search(r"silent input patches \(10 samples, float64\): layer 3 \d+ %, layer 4 \d+ %", out)

@@ -81,30 +81,46 @@ def authors_settling_steps(model, precision, time_steps):
     return settling_steps(read_column(path).reshape(-1, time_steps))
 
 
-def float32_potential_error(network, frames, time_steps):
-    """Largest |v_float32 - v_float64| per spiking layer 2..L, in threshold units, and the decision windows.
+def float64_steps(network, frames, time_steps):
+    """§4 step by step in float64 (layer 1 in closed form, as simulate computes it).
 
-    Both potentials are driven by the same float64 spike trains (spiking_utils.neuron_step), so the
-    difference is float32's rounding alone, accumulated over all steps.
+    Yields (t, index, inputs, mem, spikes) for each step t and each layer 2..L in turn (index into
+    network.layers[1:]): the spikes it received (B, *input_shape), its membrane after them and
+    the spikes it fired (B, *output_shape).
     """
     first, *layers = network.layers
-    fast = [spiking_utils.fast_layer(layer) for layer in layers]
     first_counts = spiking_utils.first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
     mem = [np.zeros((len(frames), *layer.output_shape)) for layer in layers]
     mem_q = [np.broadcast_to(layer.bound, m.shape) for layer, m in zip(layers, mem)]
-    potential = [np.broadcast_to(f.start.numpy(), m.shape) for f, m in zip(fast, mem)]
-    largest = np.zeros(len(layers))
-    drive = spiking_utils.make_first_layer_drive(layers[0], fast[0])  # layer 2's float32 input, as simulate computes it
     for t in range(time_steps):
         spikes = (first_counts > t).astype(np.float64)
-        for index, (layer, f) in enumerate(zip(layers, fast)):
-            current32 = (drive(first_counts, np.full(len(frames), t, np.int32)) if index == 0 else
-                         spiking_utils.weighted_input(layer.kind, f.kernel, layer.stride, spikes.astype(np.float32)))
-            potential[index] = potential[index] + current32.numpy()
-            mem[index] = mem[index] + spiking_utils.synaptic_input(layer, spikes).numpy()
-            exact = (mem[index] - layer.bound) / layer.threshold
-            largest[index] = max(largest[index], np.abs(potential[index] - exact).max())
+        for index, layer in enumerate(layers):
+            inputs = spikes
+            mem[index] = mem[index] + spiking_utils.synaptic_input(layer, inputs).numpy()
             spikes, mem_q[index] = (np.asarray(a) for a in spiking_utils.neuron_step(mem[index], mem_q[index], layer.threshold, layer.bound))
+            yield t, index, inputs, mem[index], spikes
+
+
+def float32_potential_error(network, frames, time_steps):
+    """Largest |v_float32 - v_float64| per spiking layer 2..L, in threshold units, and the decision windows.
+
+    Both potentials are driven by the same float64 spike trains (float64_steps), so the
+    difference is float32's rounding alone, accumulated over all steps.
+    """
+    layers = network.layers[1:]
+    fast = [spiking_utils.fast_layer(layer) for layer in layers]
+    potential = [np.broadcast_to(f.start.numpy(), (len(frames), *layer.output_shape)) for f, layer in zip(fast, layers)]
+    largest = np.zeros(len(layers))
+    drive = spiking_utils.make_first_layer_drive(layers[0], fast[0])  # layer 2's float32 input, as simulate computes it
+    step_zero = np.zeros(len(frames), np.int32)
+    for _, index, inputs, mem, _ in float64_steps(network, frames, time_steps):
+        layer, f = layers[index], fast[index]
+        # Layer 1's spikes, read as spike counts, are those that are still to come at step 0.
+        current32 = (drive(inputs, step_zero) if index == 0 else
+                     spiking_utils.weighted_input(layer.kind, f.kernel, layer.stride, inputs.astype(np.float32)))
+        potential[index] = potential[index] + current32.numpy()
+        exact = (mem - layer.bound) / layer.threshold
+        largest[index] = max(largest[index], np.abs(potential[index] - exact).max())
     return largest, np.array([f.window for f in fast])
 
 

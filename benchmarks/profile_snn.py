@@ -28,7 +28,7 @@ import tensorflow as tf
 import spiking_utils
 from architectures import layer_macs
 from benchmarks import readme_rows
-from benchmarks.bench_snn import add_simulation_flags, load_network
+from benchmarks.bench_snn import add_simulation_flags, float64_steps, load_network
 from cli import ArgumentParser, UserError, positive_int, run_main
 
 MODEL = "lenet"
@@ -127,24 +127,18 @@ def silent_patch_shares(network, frames, time_steps):
     """{layer number: share of its input patches without a spike}, for the convolutions of layers 3..L.
 
     Counted over each sample's steps up to its last spike in any layer (at least step 0), in a
-    float64 simulation of §4 (layer 1 in closed form, as simulate computes it).
+    float64 simulation of §4 (bench_snn.float64_steps).
     """
-    first, *layers = network.layers
+    layers = network.layers[1:]
     convolutions = [index for index, layer in enumerate(layers) if index > 0 and layer.kind == "conv"]
-    first_counts = spiking_utils.first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
-    mem = [np.zeros((len(frames), *layer.output_shape)) for layer in layers]
-    mem_q = [np.broadcast_to(layer.bound, m.shape) for layer, m in zip(layers, mem)]
     with_a_spike = {index: np.zeros((time_steps, len(frames)), np.int64) for index in convolutions}
     fired = np.zeros((time_steps, len(frames)), bool)  # some layer spiked at (t, sample)
-    for t in range(time_steps):
-        spikes = (first_counts > t).astype(np.float64)
-        fired[t] = spikes.reshape(len(frames), -1).any(axis=1)
-        for index, layer in enumerate(layers):
-            if index in with_a_spike:
-                with_a_spike[index][t] = patches_with_a_spike(spikes, layer)
-            mem[index] = mem[index] + spiking_utils.synaptic_input(layer, spikes).numpy()
-            spikes, mem_q[index] = (np.asarray(a) for a in spiking_utils.neuron_step(mem[index], mem_q[index], layer.threshold, layer.bound))
-            fired[t] |= spikes.reshape(len(frames), -1).any(axis=1)
+    for t, index, inputs, _, spikes in float64_steps(network, frames, time_steps):
+        if index == 0:  # layer 1's spikes
+            fired[t] = inputs.reshape(len(frames), -1).any(axis=1)
+        if index in with_a_spike:
+            with_a_spike[index][t] = patches_with_a_spike(inputs, layers[index])
+        fired[t] |= spikes.reshape(len(frames), -1).any(axis=1)
     last = np.where(fired.any(axis=0), time_steps - 1 - np.argmax(fired[::-1], axis=0), 0)  # (B,) last step with a spike
     simulated = np.arange(time_steps)[:, None] <= last  # (T, B): simulate computes step 0 of every sample
     return {index + 2: 1.0 - with_a_spike[index][simulated].sum() / (simulated.sum() * np.prod(layers[index].output_shape[:2]))
@@ -169,18 +163,18 @@ def main(argv=None):
         print(f"  {kind:30s} {100 * seconds / step_seconds:5.1f} %  ({1e3 * seconds / calls:.1f} ms per step)")
 
     # The convolutions run by Conv2D: the inputs of layers 3..L (layer 2's is an XLA matrix product).
-    conv_macs = [macs for index, (layer, macs) in enumerate(zip(network.layers[1:], layer_macs(MODEL)[1:]))
-                 if index > 0 and layer.kind == "conv"]
+    conv_macs = {number: macs for number, (layer, macs) in enumerate(zip(network.layers, layer_macs(MODEL)), start=1)
+                 if number >= 3 and layer.kind == "conv"}  # {layer number: multiply-adds per sample}
     if not kinds["convolutions"]:
         raise UserError("the profile holds no Conv2D operation: this TensorFlow names its convolutions otherwise")
-    conv_rate = 2.0 * sum(conv_macs) * rows * calls / kinds["convolutions"] / 1e9
+    conv_rate = 2.0 * sum(conv_macs.values()) * rows * calls / kinds["convolutions"] / 1e9
     product_rate = matrix_product_rate()
     print(f"convolutions: {conv_rate:.0f} GFLOP/s per thread; float32 matrix products {PRODUCT_SIZE} x {PRODUCT_SIZE} x "
           f"{PRODUCT_SIZE} in the same run: {product_rate:.0f} GFLOP/s per thread (the convolutions at "
           f"{100 * conv_rate / product_rate:.0f} % of it)")
 
     shares = silent_patch_shares(network, frames[: args.patch_samples], args.time_steps)
-    removable = sum(macs * share for macs, share in zip(conv_macs, shares.values())) / sum(conv_macs)
+    removable = sum(conv_macs[number] * share for number, share in shares.items()) / sum(conv_macs.values())
     conv_share = kinds["convolutions"] / step_seconds
     print(f"silent input patches ({args.patch_samples} samples, float64): "
           + ", ".join(f"layer {number} {100 * share:.0f} %" for number, share in shares.items())

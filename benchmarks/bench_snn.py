@@ -62,6 +62,12 @@ def benchmark_frames(data, n_samples):
     return (counts[rows].astype(np.float32) / 32.0)[..., None], labels[rows]
 
 
+def last_spiking_step(fired):
+    """fired (B, T) bool: a spike at (sample or batch, step) -> (B,) the last step with one, counted
+    from 1; 0 where there is none."""
+    return np.where(fired.any(axis=1), fired.shape[1] - np.argmax(fired[:, ::-1], axis=1), 0)
+
+
 def settling_steps(spike_num):
     """spike_num log (batches, T), cumulative within each batch -> (batches,) its last step with a
     spike, counted from 1.
@@ -69,8 +75,7 @@ def settling_steps(spike_num):
     How long a batch keeps spiking: spiking_utils' time follows it (a sample retires after its last
     spike), the literal simulator's does not.
     """
-    fired = np.diff(spike_num, axis=1, prepend=0) > 0
-    return np.where(fired.any(axis=1), fired.shape[1] - np.argmax(fired[:, ::-1], axis=1), 0)
+    return last_spiking_step(np.diff(spike_num, axis=1, prepend=0) > 0)
 
 
 def authors_settling_steps(model, precision, time_steps):

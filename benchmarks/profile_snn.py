@@ -28,7 +28,7 @@ import tensorflow as tf
 import spiking_utils
 from architectures import layer_macs
 from benchmarks import readme_rows
-from benchmarks.bench_snn import add_simulation_flags, float64_steps, load_network
+from benchmarks.bench_snn import add_simulation_flags, float64_steps, last_spiking_step, load_network
 from cli import ArgumentParser, UserError, positive_int, run_main
 
 MODEL = "lenet"
@@ -139,7 +139,7 @@ def silent_patch_shares(network, frames, time_steps):
         if index in with_a_spike:
             with_a_spike[index][t] = patches_with_a_spike(inputs, layers[index])
         fired[t] |= spikes.reshape(len(frames), -1).any(axis=1)
-    last = np.where(fired.any(axis=0), time_steps - 1 - np.argmax(fired[::-1], axis=0), 0)  # (B,) last step with a spike
+    last = np.maximum(last_spiking_step(fired.T) - 1, 0)  # (B,) last step with a spike, from 0
     simulated = np.arange(time_steps)[:, None] <= last  # (T, B): simulate computes step 0 of every sample
     return {index + 2: 1.0 - with_a_spike[index][simulated].sum() / (simulated.sum() * np.prod(layers[index].output_shape[:2]))
             for index in convolutions}
@@ -169,30 +169,25 @@ def main(argv=None):
         raise UserError("the profile holds no Conv2D operation: this TensorFlow names its convolutions otherwise")
     conv_rate = 2.0 * sum(conv_macs.values()) * rows * calls / kinds["convolutions"] / 1e9
     product_rate = matrix_product_rate()
-    print(f"convolutions: {conv_rate:.0f} GFLOP/s per thread; float32 matrix products {PRODUCT_SIZE} x {PRODUCT_SIZE} x "
-          f"{PRODUCT_SIZE} in the same run: {product_rate:.0f} GFLOP/s per thread (the convolutions at "
-          f"{100 * conv_rate / product_rate:.0f} % of it)")
+    rates = (f"{conv_rate:.0f} GFLOP/s per thread, {100 * conv_rate / product_rate:.0f} % of the rate of {PRODUCT_SIZE}³ "
+             f"float32 matrix products in the same run ({product_rate:.0f} GFLOP/s per thread)")
+    print(f"convolutions: {rates}")
 
     shares = silent_patch_shares(network, frames[: args.patch_samples], args.time_steps)
     removable = sum(conv_macs[number] * share for number, share in shares.items()) / sum(conv_macs.values())
     conv_share = kinds["convolutions"] / step_seconds
-    print(f"silent input patches ({args.patch_samples} samples, float64): "
-          + ", ".join(f"layer {number} {100 * share:.0f} %" for number, share in shares.items())
-          + f"; skipping them all would remove {100 * removable:.0f} % of the convolutions' work, "
-            f"{100 * removable * conv_share:.0f} % of a step")
+    silent = (", ".join(f"layer {number} {100 * share:.0f} %" for number, share in shares.items())
+              + f", so skipping every silent patch would remove at most {100 * removable:.0f} % of the convolutions' "
+                f"work, {100 * removable * conv_share:.0f} % of a step")
+    print(f"silent input patches ({args.patch_samples} samples, float64): {silent}")
     if args.update_readme:
         readme_rows.update_row(
             f"SNN step profile, LeNet {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
             f"{calls} steps of {rows} rows, {1e3 * step_seconds / calls:.1f} ms each per worker thread: "
             + "; ".join(f"{kind} {100 * seconds / step_seconds:.0f} %" for kind, seconds in kinds.items())
-            + f"; the convolutions at {conv_rate:.0f} GFLOP/s per thread, {100 * conv_rate / product_rate:.0f} % of the rate of "
-              f"{PRODUCT_SIZE}³ float32 matrix products in the same run ({product_rate:.0f} GFLOP/s per thread); "
-              f"silent input patches in a float64 run of {args.patch_samples} samples up to their last spike: "
-            + ", ".join(f"layer {number} {100 * share:.0f} %" for number, share in shares.items())
-            + f", so skipping every silent patch would remove at most {100 * removable:.0f} % of the convolutions' work, "
-              f"{100 * removable * conv_share:.0f} % of a step",
+            + f"; the convolutions at {rates}; silent input patches in a float64 run of {args.patch_samples} "
+              f"samples up to their last spike: {silent}",
             "–")
-
 
 if __name__ == "__main__":
     run_main(main)

@@ -1,6 +1,6 @@
 """Where the spiking LeNet simulator's time goes: the measurements behind the README's account of it.
 
-Three measurements of one LeNet model, in one run:
+Four measurements of one LeNet model, in one run:
 1. TensorFlow's profiler over `spiking_utils.simulate` (the task of bench_snn.py): how the workers'
    compiled steps divide their time between the convolutions of layers 3..L (oneDNN's Conv2D), the
    XLA-compiled functions (the neuron updates and layer 2's input), TensorFlow's other operations
@@ -10,7 +10,11 @@ Three measurements of one LeNet model, in one run:
    much any faster convolution could gain;
 3. in a float64 simulation of a subset (§4 as written: `spiking_utils.neuron_step`), the share of
    each of those convolutions' input patches that hold no spike, over each sample's steps up to its
-   last spike (the steps simulate computes): the most that skipping silent patches could remove.
+   last spike (the steps simulate computes): the most that skipping silent patches could remove;
+4. at the share of those convolutions' inputs that hold a spike in that simulation, the time of a
+   sparse patch matrix times the kernel (tf.sparse.sparse_dense_matmul: work in proportion to the
+   spikes, as an event-driven simulator does) against the dense convolution, on random spikes, and
+   at a tenth of that share (a sample's late steps).
 
     python benchmarks/profile_snn.py --precision k2     # uses LeNet/checkpoints/k2 (run reproduce.py --demo first)
 """
@@ -123,8 +127,9 @@ def patches_with_a_spike(spikes, layer):
     return np.asarray(window).reshape(len(spikes), -1).sum(axis=1).astype(np.int64)
 
 
-def silent_patch_shares(network, frames, time_steps):
-    """{layer number: share of its input patches without a spike}, for the convolutions of layers 3..L.
+def input_sparsity(network, frames, time_steps):
+    """({layer number: share of its input patches without a spike}, {layer number: share of its inputs
+    that spike}), for the convolutions of layers 3..L.
 
     Counted over each sample's steps up to its last spike in any layer (at least step 0), in a
     float64 simulation of §4 (bench_snn.float64_steps).
@@ -132,17 +137,60 @@ def silent_patch_shares(network, frames, time_steps):
     layers = network.layers[1:]
     convolutions = [index for index, layer in enumerate(layers) if index > 0 and layer.kind == "conv"]
     with_a_spike = {index: np.zeros((time_steps, len(frames)), np.int64) for index in convolutions}
+    spiking_inputs = {index: np.zeros((time_steps, len(frames)), np.int64) for index in convolutions}
     fired = np.zeros((time_steps, len(frames)), bool)  # some layer spiked at (t, sample)
     for t, index, inputs, _, spikes in float64_steps(network, frames, time_steps):
         if index == 0:  # layer 1's spikes
             fired[t] = inputs.reshape(len(frames), -1).any(axis=1)
         if index in with_a_spike:
             with_a_spike[index][t] = patches_with_a_spike(inputs, layers[index])
+            spiking_inputs[index][t] = np.count_nonzero(inputs.reshape(len(frames), -1), axis=1)
         fired[t] |= spikes.reshape(len(frames), -1).any(axis=1)
     last = np.maximum(last_spiking_step(fired.T) - 1, 0)  # (B,) last step with a spike, from 0
     simulated = np.arange(time_steps)[:, None] <= last  # (T, B): simulate computes step 0 of every sample
-    return {index + 2: 1.0 - with_a_spike[index][simulated].sum() / (simulated.sum() * np.prod(layers[index].output_shape[:2]))
-            for index in convolutions}
+    silent = {index + 2: 1.0 - with_a_spike[index][simulated].sum() / (simulated.sum() * np.prod(layers[index].output_shape[:2]))
+              for index in convolutions}
+    density = {index + 2: spiking_inputs[index][simulated].sum() / (simulated.sum() * np.prod(layers[index].input_shape))
+               for index in convolutions}
+    return silent, density
+
+
+def sparse_product_slowdown(layer, density, rows, repeats=20):
+    """How many times longer a sparse patch matrix times the kernel takes than the dense convolution.
+
+    Both compute W (*) spikes for `rows` samples of random spikes (rows, *layer.input_shape) of which
+    a share `density` is +1 or -1, in float32 on the calling threads; the sparse product's work
+    follows the spikes (an event-driven simulator's), the convolution's does not.
+    """
+    generator = np.random.default_rng(0)
+    shape = (rows, *layer.input_shape)
+    spikes = tf.constant((generator.random(shape) < density) * generator.choice([-1.0, 1.0], shape), tf.float32)
+    kernel = tf.constant(layer.kernel, tf.float32)  # (size, size, C_in, C_out)
+    size, stride = kernel.shape[0], layer.stride
+
+    @tf.function(autograph=False)
+    def dense(x):
+        return tf.nn.conv2d(x, kernel, stride, "VALID")
+
+    @tf.function(autograph=False)
+    def sparse(x):  # patches ordered (kh, kw, C_in), as the kernel's rows
+        patches = tf.image.extract_patches(x, [1, size, size, 1], [1, stride, stride, 1], [1, 1, 1, 1], "VALID")
+        patches = tf.reshape(patches, (-1, patches.shape[-1]))  # (rows * H_out * W_out, size * size * C_in)
+        where = tf.where(patches != 0)
+        matrix = tf.SparseTensor(where, tf.gather_nd(patches, where), tf.shape(patches, out_type=tf.int64))
+        return tf.reshape(tf.sparse.sparse_dense_matmul(matrix, tf.reshape(kernel, (-1, kernel.shape[-1]))),
+                          (rows, *layer.output_shape))
+
+    seconds = []
+    for product in (dense, sparse):
+        product(spikes).numpy()  # traced and warmed up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            result = product(spikes).numpy()
+        seconds.append(time.perf_counter() - started)
+    if not np.allclose(result, dense(spikes).numpy(), atol=1e-3):
+        raise RuntimeError("the sparse patch product disagrees with the convolution")
+    return seconds[1] / seconds[0]
 
 
 def main(argv=None):
@@ -173,20 +221,27 @@ def main(argv=None):
              f"float32 matrix products in the same run ({product_rate:.0f} GFLOP/s per thread)")
     print(f"convolutions: {rates}")
 
-    shares = silent_patch_shares(network, frames[: args.patch_samples], args.time_steps)
+    shares, densities = input_sparsity(network, frames[: args.patch_samples], args.time_steps)
     removable = sum(conv_macs[number] * share for number, share in shares.items()) / sum(conv_macs.values())
     conv_share = kinds["convolutions"] / step_seconds
     silent = (", ".join(f"layer {number} {100 * share:.0f} %" for number, share in shares.items())
               + f", so skipping every silent patch would remove at most {100 * removable:.0f} % of the convolutions' "
                 f"work, {100 * removable * conv_share:.0f} % of a step")
     print(f"silent input patches ({args.patch_samples} samples, float64): {silent}")
+    layers = dict(enumerate(network.layers, start=1))
+    sparse = "; ".join(f"layer {number} ({100 * density:.0f} % of its inputs spike) "
+                       f"{sparse_product_slowdown(layers[number], density, rows):.1f}× slower, "
+                       f"{sparse_product_slowdown(layers[number], density / 10, rows):.1f}× at a tenth of that density"
+                       for number, density in densities.items())
+    print(f"sparse patch products against the dense convolutions, at those samples' spike densities: {sparse}")
     if args.update_readme:
         readme_rows.update_row(
             f"SNN step profile, LeNet {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
             f"{calls} steps of {rows} rows, {1e3 * step_seconds / calls:.1f} ms each per worker thread: "
             + "; ".join(f"{kind} {100 * seconds / step_seconds:.0f} %" for kind, seconds in kinds.items())
             + f"; the convolutions at {rates}; silent input patches in a float64 run of {args.patch_samples} "
-              f"samples up to their last spike: {silent}",
+              f"samples up to their last spike: {silent}; sparse patch products against the dense "
+              f"convolutions at those samples' spike densities: {sparse}",
             "–")
 
 if __name__ == "__main__":

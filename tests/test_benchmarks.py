@@ -107,3 +107,5 @@ def test_step_profile_runs_end_to_end(frame_data, tmp_path, frames):
     assert len(shares) == 4 and abs(sum(shares) - 100) < 0.5, out
     assert re.search(r"convolutions: \d+ GFLOP/s per thread", out)
     assert re.search(r"silent input patches \(10 samples, float64\): layer 3 \d+ %, layer 4 \d+ %", out)
+    assert re.search(r"sparse patch products .*: layer 3 \(\d+ % of its inputs spike\) [\d.]+× slower, [\d.]+× at a tenth "
+                     r"of that density; layer 4 \(\d+ % of its inputs spike\) [\d.]+× slower", out)

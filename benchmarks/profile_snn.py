@@ -244,5 +244,6 @@ def main(argv=None):
               f"convolutions at those samples' spike densities: {sparse}",
             "–")
 
+
 if __name__ == "__main__":
     run_main(main)

@@ -9,6 +9,21 @@ BN_MOMENTUM = 0.9  # BN moving statistics decay 0.9, as in the authors' TensorFl
 BN_EPSILON = 1e-5  # not the Keras default
 QUANTIZER_TIE_NUDGE = 1e-5  # q_k(a) = round(a * 2**k + 1e-5) / 2**k: pushes exact .5 ties upwards
 
+# Initial weights, as the authors' TensorLayer 1.8.5 layers drew them by default (ALGORITHM.md §2).
+# Kernels are truncated normals (redrawn beyond 2 stddev); the authors wrote every hidden layer, the
+# MLP's dense ones included, as a convolution, so all hidden kernels share one stddev.
+HIDDEN_KERNEL_STDDEV = 0.02
+OUTPUT_KERNEL_STDDEV = 0.1
+BN_GAMMA_MEAN, BN_GAMMA_STDDEV = 1.0, 0.002  # gamma ~ Normal(1, 0.002); beta starts at 0
+
+# The paper's schedule (§2) and T (§4); SEED is ours, the paper gives none.
+EPOCHS = 150
+BATCH_SIZE = 200
+LEARNING_RATE = 1e-4
+SEED = 0
+TIME_STEPS = 40
+MAX_TIME_STEPS = 2**31 - 1  # the simulator counts steps in int32
+
 INPUT_SHAPE = (34, 34, 1)  # N-MNIST frame: (height, width, channels)
 NUM_CLASSES = 10
 

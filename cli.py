@@ -28,6 +28,12 @@ class UserError(Exception):
     """A problem with the user's input: reported as one line, no traceback."""
 
 
+SHOW_TF_NOTICES = "SHOW_TF_NOTICES"  # set to 1 to see TensorFlow's start-up notices (import_tensorflow)
+TF_NOTICES_HELP = f"TensorFlow's start-up notices are hidden; {SHOW_TF_NOTICES}=1 shows them."  # --help of its users
+TF_NOTICES = ("All log messages before absl::InitializeLog() is called",  # absl, before its logging is set up
+              "oneDNN custom operations are on")  # the only lines TensorFlow writes at import, on a CPU
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with a bad flag (`--time-steps abc`) reported as one `error:` line like any other."""
 
@@ -35,15 +41,63 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
-def positive_int(text):
-    """argparse type of a count flag (`--repeats`, `--time-steps`): an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def number_type(convert, accepts, expected):
+    """An argparse type: `convert(text)`, refused with "expected <expected>, got '<text>'" unless `accepts` it."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected
+    return parse
+
+
+positive_int = number_type(int, lambda value: value >= 1, "a positive integer")  # --epochs, --time-steps, ...
+non_negative_int = number_type(int, lambda value: value >= 0, "an integer of at least 0")  # --seed
+positive_float = number_type(float, lambda value: value > 0 and value != float("inf"), "a positive number")  # --lr
+
+
+@contextlib.contextmanager
+def hidden_tf_notices():
+    """Capture stderr at its file descriptor (where TensorFlow's C++ code writes) during the block;
+    afterwards write every captured line again except TensorFlow's known start-up notices (TF_NOTICES).
+    An exception inside the block still replays what was captured before it propagates."""
+    sys.stderr.flush()
+    real_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(real_stderr, 2)
+            os.close(real_stderr)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not any(notice in line for notice in TF_NOTICES)))
+            sys.stderr.flush()
+
+
+def import_tensorflow():
+    """Import TensorFlow without its start-up notices; anything else it writes still reaches stderr.
+
+    Its C++ INFO lines (CPU features, the XLA service, "Compiled cluster using XLA") are hidden by
+    TF_CPP_MIN_LOG_LEVEL=1, which keeps warnings and errors. Two notices are written before that
+    setting is read, so the import runs under `hidden_tf_notices`. Numerics are untouched (oneDNN
+    stays on). A TF_CPP_MIN_LOG_LEVEL of the user's is kept; with SHOW_TF_NOTICES=1 nothing is hidden.
+    """
+    if "tensorflow" in sys.modules or os.environ.get(SHOW_TF_NOTICES, "") not in ("", "0"):
+        import tensorflow
+        return tensorflow
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    with hidden_tf_notices():
+        import tensorflow
+    return tensorflow
 
 
 def run_main(main, argv=None):

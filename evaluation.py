@@ -13,19 +13,14 @@ import keras
 import numpy as np
 
 import models
+import paths
 import spiking_utils
-from architectures import ARCHITECTURES, MODEL_FOLDERS, ann_ops_per_sample, precision_to_k
-from cli import REPO_ROOT, ArgumentParser, UserError, run_main, shown, write_text_atomic
+from architectures import ARCHITECTURES, MAX_TIME_STEPS, TIME_STEPS, ann_ops_per_sample, precision_to_k
+from cli import UserError, shown, write_text_atomic
 from n_mnist import DEFAULT_DATA, load_frames
-from training import ANN_RESULTS_FILE, default_model_dir
+from paths import ANN_RESULTS_FILE, SNN_RESULTS_FILE
 
-SNN_RESULTS_FILE = "snn_results.json"
 ANN_BATCH_SIZE = 500  # samples per forward pass; any value gives the same results
-
-
-def default_log_dir(model, precision):
-    """<Model>/figs/k<k>/ inside the repository, where the figure scripts look for the logs."""
-    return REPO_ROOT / MODEL_FOLDERS[model] / "figs" / precision
 
 
 def load_test_split(data, test_limit):
@@ -44,7 +39,7 @@ def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit
     count a neuron of the converted SNN needs, which bounds the time steps it needs.
     """
     k = precision_to_k(precision)
-    model_dir = Path(model_dir or default_model_dir(model, precision))
+    model_dir = Path(model_dir or paths.model_dir(model, precision))
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k)
     x_test, y_test = load_test_split(data, test_limit)
     keras_model = models.build_model(model, k)
@@ -125,7 +120,7 @@ def lossless_summary(report, n_test):
 
 
 def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=None,
-                 time_steps=spiking_utils.TIME_STEPS, batch_size=spiking_utils.LOG_BATCH_SIZE,
+                 time_steps=TIME_STEPS, batch_size=spiking_utils.LOG_BATCH_SIZE,
                  test_limit=None, check_lossless=False, progress=True):
     """Simulate the converted SNN on the test set; write the four logs and snn_results.json."""
     k = precision_to_k(precision)
@@ -133,10 +128,10 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
         raise UserError("the full-precision model has no spiking version (§3)")
     if time_steps < 1 or batch_size < 1:
         raise UserError(f"--time-steps and --batch-size must be at least 1 (got {time_steps} and {batch_size})")
-    if time_steps > spiking_utils.MAX_TIME_STEPS:
-        raise UserError(f"--time-steps must be at most {spiking_utils.MAX_TIME_STEPS:,}, got {time_steps:,}")
-    model_dir = Path(model_dir or default_model_dir(model, precision))
-    log_dir = Path(log_dir or default_log_dir(model, precision))
+    if time_steps > MAX_TIME_STEPS:
+        raise UserError(f"--time-steps must be at most {MAX_TIME_STEPS:,}, got {time_steps:,}")
+    model_dir = Path(model_dir or paths.model_dir(model, precision))
+    log_dir = Path(log_dir or paths.log_dir(model, precision))
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model=model, k=k, quantized_only=True)
     x_test, y_test = load_test_split(data, test_limit)
     check_writable(log_dir)
@@ -163,46 +158,3 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     if check_lossless:
         print(lossless_summary(results["lossless_check"], len(y_test)))
     return results
-
-
-def parse_args(model, precision, spiking, argv=None):
-    kind = "spiking network converted from" if spiking else "ANN"
-    parser = ArgumentParser(description=f"Evaluate the {kind} {model} at precision {precision} on the N-MNIST test set.")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"frame dataset (default: {shown(DEFAULT_DATA)})")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help=f"folder holding model_n_mnist.npz (default: {shown(default_model_dir(model, precision))}/)")
-    parser.add_argument("--test-limit", type=int, default=None, metavar="N", help="use the first N test samples")
-    if spiking:
-        parser.add_argument("--log-dir", type=Path, default=None, help=f"where the logs go (default: {shown(default_log_dir(model, precision))}/)")
-        parser.add_argument("--time-steps", type=int, default=spiking_utils.TIME_STEPS, help="T (default: %(default)s)")
-        parser.add_argument("--batch-size", type=int, default=spiking_utils.LOG_BATCH_SIZE,
-                            help="samples per log line group (default: %(default)s, the authors' batch)")
-        parser.add_argument("--check-lossless", action="store_true",
-                            help="compare every neuron's spike count with 2**k x the quantized ANN activation")
-        parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    if args.test_limit is not None and args.test_limit < 1:
-        raise UserError(f"--test-limit must be at least 1, got {args.test_limit}")
-    return args
-
-
-def main_ann(model, precision, argv=None):
-    """Entry point of the thin ANN inference scripts."""
-
-    def run(argv):
-        args = parse_args(model, precision, spiking=False, argv=argv)
-        evaluate_ann(model, precision, args.data, args.model_dir, args.test_limit)
-
-    return run_main(run, argv)
-
-
-def main_snn(model, precision, argv=None):
-    """Entry point of the thin SNN inference scripts."""
-
-    def run(argv):
-        spiking_utils.configure_threads()
-        args = parse_args(model, precision, spiking=True, argv=argv)
-        evaluate_snn(model, precision, args.data, args.model_dir, args.log_dir, args.time_steps, args.batch_size,
-                     args.test_limit, args.check_lossless, progress=not args.quiet)
-
-    return run_main(run, argv)

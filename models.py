@@ -8,13 +8,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from architectures import (ARCHITECTURES, BN_EPSILON, BN_MOMENTUM, INPUT_SHAPE, NUM_CLASSES, check_model_name,
+from architectures import (ARCHITECTURES, BN_EPSILON, BN_GAMMA_MEAN, BN_GAMMA_STDDEV, BN_MOMENTUM,
+                           HIDDEN_KERNEL_STDDEV, INPUT_SHAPE, NUM_CLASSES, OUTPUT_KERNEL_STDDEV, check_model_name,
                            k_to_precision, layer_shapes)
 from cli import UserError, atomic_path, load_npz_arrays
+from paths import PARAMETERS_FILE, check_parameter_file
 from quantization import QuantizedReLU
 
 BN_FIELDS = ("gamma", "beta", "mean", "var")
-PARAMETERS_FILE = "model_n_mnist.npz"
 
 
 def activation_layer(k, name):
@@ -22,27 +23,37 @@ def activation_layer(k, name):
     return keras.layers.ReLU(name=name) if k < 0 else QuantizedReLU(k, name=name)
 
 
+def hidden_kernel_initializer():
+    """Truncated normal, stddev 0.02: what the authors' convolutions drew (§2)."""
+    return keras.initializers.TruncatedNormal(stddev=HIDDEN_KERNEL_STDDEV)
+
+
 def build_model(model, k):
     """The Keras model for `model` ('lenet' or 'mlp') at precision k (-1 = full precision).
 
     No biases anywhere; BN -> ReLU -> q_k after every hidden weight layer; logits out.
-    Layer names match the parameter file: conv1 / bn1 / act1 ..., out.
+    Layer names match the parameter file: conv1 / bn1 / act1 ..., out. Initial weights are the
+    authors' (§2); they are drawn from Keras' global seed (`keras.utils.set_random_seed`).
     """
     inputs = keras.Input(INPUT_SHAPE, name="frames")  # (batch, 34, 34, 1)
     x = inputs
     for index, layer in enumerate(ARCHITECTURES[check_model_name(model)], start=1):
         if layer.kind == "conv":
             x = keras.layers.Conv2D(layer.units, layer.kernel_size, strides=layer.stride,
-                                    padding="valid", use_bias=False, name=layer.name)(x)
+                                    padding="valid", use_bias=False, kernel_initializer=hidden_kernel_initializer(),
+                                    name=layer.name)(x)
         else:
             if len(x.shape) > 2:
                 x = keras.layers.Flatten(name=f"flatten{index}")(x)  # channels last, row-major
-            x = keras.layers.Dense(layer.units, use_bias=False, name=layer.name)(x)
-        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"bn{index}")(x)
+            x = keras.layers.Dense(layer.units, use_bias=False, kernel_initializer=hidden_kernel_initializer(), name=layer.name)(x)
+        gamma = keras.initializers.RandomNormal(mean=BN_GAMMA_MEAN, stddev=BN_GAMMA_STDDEV)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, gamma_initializer=gamma,
+                                            name=f"bn{index}")(x)
         x = activation_layer(k, name=f"act{index}")(x)
     if len(x.shape) > 2:
         x = keras.layers.Flatten(name="flatten_out")(x)
-    logits = keras.layers.Dense(NUM_CLASSES, use_bias=False, name="out")(x)
+    logits = keras.layers.Dense(NUM_CLASSES, use_bias=False, name="out",
+                                kernel_initializer=keras.initializers.TruncatedNormal(stddev=OUTPUT_KERNEL_STDDEV))(x)
     return keras.Model(inputs, logits, name=f"{model}_{k_to_precision(k)}")
 
 
@@ -99,8 +110,7 @@ def load_parameters(path, model=None, k=None, quantized_only=False):
     precision (the SNN needs k >= 0). Every problem is a one-line UserError naming the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: parameter file not found (train the model first)")
+    check_parameter_file(path)
     arrays = load_npz_arrays(path, "parameter file")
     for name in ("model", "k"):
         if name not in arrays or arrays[name].shape != ():

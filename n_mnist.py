@@ -437,8 +437,8 @@ def _check_frame_arrays(path, arrays):
             raise UserError(f"{path}: y_{split} holds labels outside 0..9")
 
 
-def load_frame_counts(path):
-    """The raw arrays of a frame dataset, validated: {'x_train': uint16 (N, 34, 34), ...}."""
+def check_data_file(path):
+    """UserError unless `path` is a file: the first check of a frame dataset, made before any long import."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a frame dataset (.npz)")
@@ -446,6 +446,12 @@ def load_frame_counts(path):
         raise UserError(f"{path}: data file not found (make it with `python preprocessing_n_mnist.py --raw "
                         "data/N-MNIST`; for the offline demo, `python preprocessing_n_mnist.py --demo` and then "
                         "`--data data/n_mnist_demo.npz`)")
+
+
+def load_frame_counts(path):
+    """The raw arrays of a frame dataset, validated: {'x_train': uint16 (N, 34, 34), ...}."""
+    path = Path(path)
+    check_data_file(path)
     arrays = load_npz_arrays(path, "frame dataset")
     missing = [key for key in FRAME_KEYS if key not in arrays]
     if missing:

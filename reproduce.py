@@ -18,22 +18,20 @@ import sys
 import time
 from pathlib import Path
 
-import keras
-
-import evaluation
 import n_mnist
+import paths as output_paths
 import preprocessing_n_mnist
-import training
-from architectures import (DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, ann_ops_per_sample,
+from architectures import (DISPLAY_NAMES, EPOCHS, MODEL_NAMES, PRECISIONS, SEED, TIME_STEPS, ann_ops_per_sample,
                            precision_to_k)
-from cli import REPO_ROOT, ArgumentParser, UserError, is_number, read_json_object, run_main, shown, write_text_atomic
-from models import PARAMETERS_FILE
+from cli import (REPO_ROOT, TF_NOTICES_HELP, ArgumentParser, UserError, import_tensorflow, is_number, read_json_object,
+                 run_main, shown, write_text_atomic)
+from paths import ANN_RESULTS_FILE, PARAMETERS_FILE, SNN_RESULTS_FILE
 
-DEMO_EPOCHS = 50  # the demo's short schedule; the paper's is training.EPOCHS
+DEMO_EPOCHS = 50  # the demo's short schedule; the paper's is EPOCHS
 TIMINGS_FILE = "reproduce_timings.json"
 STAGE_LOG_FILE = "reproduce_log.txt"  # every stage's full output; the screen gets one line per stage
 RESULTS_FILE = "RESULTS.md"
-FIGURES = ("accuracy_speed", "sops", "sparsity")
+FIGURE_SCRIPTS = ("accuracy_speed", "sops", "sparsity")
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 CLEAR_LINE = "\r\x1b[K"  # back to the start of the terminal line and clear it
 
@@ -51,19 +49,19 @@ PAPER_RESULTS = {
 
 
 class Paths:
-    """Where each model's outputs go under `root` (the repository by default)."""
+    """Where each model's outputs go under `root` (the repository by default): paths.py's, for one root."""
 
     def __init__(self, root):
         self.root = Path(root)
 
     def model_dir(self, model, precision):
-        return self.root / MODEL_FOLDERS[model] / "checkpoints" / precision
+        return output_paths.model_dir(model, precision, self.root)
 
     def log_dir(self, model, precision):
-        return self.root / MODEL_FOLDERS[model] / "figs" / precision
+        return output_paths.log_dir(model, precision, self.root)
 
     def figure_dir(self, model):
-        return self.root / MODEL_FOLDERS[model] / "figs"
+        return output_paths.figure_dir(model, self.root)
 
 
 def newer(output, *inputs):
@@ -75,17 +73,16 @@ def newer(output, *inputs):
     return not times or output.stat().st_mtime >= max(times)
 
 
-class EpochProgress(keras.callbacks.Callback):
-    """Keeps a training stage's one screen line current: `[ 3/25] train lenet k0 ... epoch 12/50`."""
+def epoch_progress(prefix, epochs, stream):
+    """A Keras callback that keeps a training stage's one screen line current: `[ 3/25] train lenet k0 ... epoch 12/50`."""
+    import keras
 
-    def __init__(self, prefix, epochs, stream):
-        super().__init__()
-        self.prefix, self.epochs, self.stream = prefix, epochs, stream
+    def show(epoch, logs=None):
+        if stream.isatty():
+            stream.write(f"\r{prefix} ... epoch {epoch + 1}/{epochs}")
+            stream.flush()
 
-    def on_epoch_end(self, epoch, logs=None):
-        if self.stream.isatty():
-            self.stream.write(f"\r{self.prefix} ... epoch {epoch + 1}/{self.epochs}")
-            self.stream.flush()
+    return keras.callbacks.LambdaCallback(on_epoch_end=show)
 
 
 ANN_KEYS = ("accuracy", "n_test")
@@ -127,6 +124,8 @@ def complete_results(path, keys, inputs, lossless=False, **expected):
 
 def read_state_or_none(model_dir):
     """The training state, or None when there is none or it is unreadable (the stage then starts afresh)."""
+    import training
+
     try:
         return training.read_state(model_dir)
     except UserError:
@@ -135,6 +134,9 @@ def read_state_or_none(model_dir):
 
 def build_stages(args, paths, screen=sys.stdout):
     """[(name, is_complete, run)] in the order the study runs them; run() returns a one-line summary."""
+    import evaluation
+    import training
+
     stages = []
     data = args.data
 
@@ -167,7 +169,7 @@ def build_stages(args, paths, screen=sys.stdout):
         return training.run_settings(training.BATCH_SIZE, training.LEARNING_RATE, args.seed, x_train, y_train)
 
     def simulated(model, precision):  # the SNN's logs are this run's: its test samples and T, its model and data
-        results = paths.log_dir(model, precision) / evaluation.SNN_RESULTS_FILE
+        results = paths.log_dir(model, precision) / SNN_RESULTS_FILE
         return complete_results(results, SNN_KEYS, [paths.model_dir(model, precision) / PARAMETERS_FILE, data],
                                 lossless=True, n_test=test_size(), time_steps=args.time_steps) is not None
 
@@ -182,7 +184,7 @@ def build_stages(args, paths, screen=sys.stdout):
             def train(model=model, precision=precision, model_dir=model_dir, name=name):
                 state = read_state_or_none(model_dir)
                 resume = not args.force and same_training(state) and state["epochs_done"] <= args.epochs
-                progress = EpochProgress(f"[{stage_number(stages, name)}] {name}", args.epochs, screen)
+                progress = epoch_progress(f"[{stage_number(stages, name)}] {name}", args.epochs, screen)
                 history = training.train(model, precision, data, model_dir, epochs=args.epochs, seed=args.seed,
                                          resume=resume, train_limit=args.train_limit, verbose=2, callbacks=[progress])
                 last = history[-1]
@@ -197,7 +199,7 @@ def build_stages(args, paths, screen=sys.stdout):
     for model in args.models:
         for precision in args.precisions:
             model_dir = paths.model_dir(model, precision)
-            results = model_dir / evaluation.ANN_RESULTS_FILE
+            results = model_dir / ANN_RESULTS_FILE
 
             def evaluate(model=model, precision=precision, model_dir=model_dir):
                 results = evaluation.evaluate_ann(model, precision, data, model_dir, args.test_limit)
@@ -226,21 +228,21 @@ def build_stages(args, paths, screen=sys.stdout):
         if not any(precision_to_k(p) >= 0 for p in args.precisions):
             continue  # no SNN logs to draw
         figure_dir = paths.figure_dir(model)
-        ann_results = paths.model_dir(model, "full") / evaluation.ANN_RESULTS_FILE
+        ann_results = paths.model_dir(model, "full") / ANN_RESULTS_FILE
         spiking = [p for p in PRECISIONS if precision_to_k(p) >= 0]
-        inputs = [ann_results] + [paths.log_dir(model, p) / evaluation.SNN_RESULTS_FILE for p in spiking]
-        outputs = [figure_dir / f"{prefix}.png" for prefix in figure_names(model)]
+        inputs = [ann_results] + [paths.log_dir(model, p) / SNN_RESULTS_FILE for p in spiking]
+        outputs = [output_paths.figure_path(model, figure, figure_dir) for figure in output_paths.FIGURES]
 
         def draw(model=model, figure_dir=figure_dir, ann_results=ann_results, spiking=spiking):
             # This run's precisions, and those whose logs count as complete for this run (an earlier run's,
             # with the same test samples and T, newer than their model and the data); other logs may be stale.
             drawn = [p for p in spiking if p in args.precisions or simulated(model, p)]
             ann_flags = ["--ann-results", str(ann_results)] if ann_results.is_file() else []
-            for script in FIGURES:
+            for script in FIGURE_SCRIPTS:
                 module = importlib.import_module(f"figs.{script}")
                 module.main(["--model", model, "--log-root", str(figure_dir), "--out-dir", str(figure_dir),
                              "--precisions", *drawn, *ann_flags])
-            return f"{len(FIGURES)} figures of {', '.join(drawn)} in {shown(figure_dir)}"
+            return f"{len(FIGURE_SCRIPTS)} figures of {', '.join(drawn)} in {shown(figure_dir)}"
 
         stages.append((f"figures {model}", lambda outputs=outputs, inputs=inputs: all(newer(o, *inputs) for o in outputs), draw))
     return stages
@@ -250,11 +252,6 @@ def stage_number(stages, name):
     """`n/N` of the stage called `name`, e.g. ` 3/25`."""
     names = [stage[0] for stage in stages]
     return f"{names.index(name) + 1:2d}/{len(names)}" if name in names else "?"
-
-
-def figure_names(model):
-    prefix = FIGURE_PREFIXES[model]
-    return [f"{prefix}_accuracy_n_mnist", f"{prefix}_sop_n_mnist", f"{prefix}_spike_neuron_n_mnist"]
 
 
 def machine_description():
@@ -288,8 +285,8 @@ def results_rows(paths, models, precisions):
     rows = []
     for model in models:
         for precision in precisions:
-            ann_path = paths.model_dir(model, precision) / evaluation.ANN_RESULTS_FILE
-            snn_path = paths.log_dir(model, precision) / evaluation.SNN_RESULTS_FILE
+            ann_path = paths.model_dir(model, precision) / ANN_RESULTS_FILE
+            snn_path = paths.log_dir(model, precision) / SNN_RESULTS_FILE
             ann = read_results(ann_path, ANN_KEYS) if ann_path.is_file() else {}
             snn = read_results(snn_path, SNN_KEYS, lossless=True) if snn_path.is_file() else {}
             check = snn.get("lossless_check", {})
@@ -407,7 +404,8 @@ def update_readme(readme, table_markdown):
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog=TF_NOTICES_HELP)
     parser.add_argument("--demo", action="store_true", help=f"offline demo recordings and a short schedule ({DEMO_EPOCHS} epochs)")
     parser.add_argument("--raw", type=Path, default=preprocessing_n_mnist.DEFAULT_RAW,
                         help=f"N-MNIST recordings: Train/ and Test/ folders or Train.zip and Test.zip (default: {shown(preprocessing_n_mnist.DEFAULT_RAW)})")
@@ -417,9 +415,9 @@ def parse_args(argv=None):
                         help="where <Model>/checkpoints, <Model>/figs and RESULTS.md go (default: the repository)")
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), help="default: %(default)s")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), help="default: %(default)s")
-    parser.add_argument("--epochs", type=int, default=None, help=f"default: {training.EPOCHS}, or {DEMO_EPOCHS} with --demo")
-    parser.add_argument("--time-steps", type=int, default=evaluation.spiking_utils.TIME_STEPS, help="SNN T (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=training.SEED, help="default: %(default)s")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: {EPOCHS}, or {DEMO_EPOCHS} with --demo")
+    parser.add_argument("--time-steps", type=int, default=TIME_STEPS, help="SNN T (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED, help="default: %(default)s")
     parser.add_argument("--train-limit", type=int, default=None, metavar="N", help="use the first N training samples")
     parser.add_argument("--test-limit", type=int, default=None, metavar="N", help="use the first N test samples")
     parser.add_argument("--force", action="store_true",
@@ -436,7 +434,7 @@ def parse_args(argv=None):
     args.models = list(dict.fromkeys(args.models))  # each once, in the order given
     args.precisions = list(dict.fromkeys(args.precisions))
     if args.epochs is None:
-        args.epochs = DEMO_EPOCHS if args.demo else training.EPOCHS
+        args.epochs = DEMO_EPOCHS if args.demo else EPOCHS
     args.data = args.data or (preprocessing_n_mnist.DEFAULT_DEMO_OUT if args.demo else n_mnist.DEFAULT_DATA)
     if args.seed < 0:
         raise UserError(f"--seed must be at least 0, got {args.seed}")
@@ -456,6 +454,7 @@ def main(argv=None):
         raise UserError("--update-readme replaces the README's whole results table: leave out --models and --precisions")
     paths = Paths(args.out_root)
     screen = sys.stdout
+    import_tensorflow()
     stages = build_stages(args, paths, screen)
     timings_path = Path(args.out_root) / TIMINGS_FILE
     timings = {} if args.force else read_timings(timings_path)

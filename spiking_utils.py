@@ -33,13 +33,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from architectures import ARCHITECTURES, BN_EPSILON, NUM_CLASSES, QUANTIZER_TIE_NUDGE, layer_shapes
+from architectures import ARCHITECTURES, BN_EPSILON, NUM_CLASSES, QUANTIZER_TIE_NUDGE, TIME_STEPS, layer_shapes
 from cli import UserError, atomic_path
 from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final  # noqa: F401  (part of this module's interface)
 
 NEGATIVE_SPIKE_TOLERANCE = 1e-5  # d < -1e-5 fires a negative spike (§4, step 5)
-TIME_STEPS = 40  # the authors' T
-MAX_TIME_STEPS = 2**31 - 1  # a row's step is an int32
 
 
 # ---------------------------------------------------------------------------------------------

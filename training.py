@@ -24,25 +24,15 @@ import keras
 import numpy as np
 
 import models
-from architectures import MODEL_FOLDERS, k_to_precision, precision_to_k
-from cli import REPO_ROOT, ArgumentParser, UserError, atomic_path, is_number, run_main, shown, write_text_atomic
+import paths
+from architectures import BATCH_SIZE, EPOCHS, LEARNING_RATE, SEED, k_to_precision, precision_to_k
+from cli import UserError, atomic_path, is_number, write_text_atomic
 from n_mnist import DEFAULT_DATA, load_frames
+from paths import ANN_RESULTS_FILE
 from quantization import QuantizedReLU
-
-ANN_RESULTS_FILE = "ann_results.json"  # written by evaluation.py beside the parameters
-
-EPOCHS = 150
-BATCH_SIZE = 200
-LEARNING_RATE = 1e-4
-SEED = 0
 STATE_FILE = "training_state.json"  # the commit point: which checkpoint is complete, and the history
 LOG_FILE = "training_log.csv"
 LOG_COLUMNS = ("epoch", "loss", "accuracy", "seconds")
-
-
-def default_model_dir(model, precision):
-    """<Model>/checkpoints/<precision>/ inside the repository, e.g. LeNet/checkpoints/k1."""
-    return REPO_ROOT / MODEL_FOLDERS[model] / "checkpoints" / precision
 
 
 def epoch_order(n_samples, seed, epoch):
@@ -236,7 +226,7 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
     `callbacks`: extra Keras callbacks (reproduce.py's progress line).
     """
     k = precision_to_k(precision)
-    model_dir = Path(model_dir or default_model_dir(model, precision))
+    model_dir = Path(model_dir or paths.model_dir(model, precision))
     x_train, y_train, _, _ = load_frames(data, train_limit=train_limit, test_limit=0)
     keras.utils.set_random_seed(seed)
     settings = run_settings(batch_size, learning_rate, seed, x_train, y_train)
@@ -293,41 +283,3 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
                         "(try a smaller --lr)")
     print(f"wrote {model_dir / models.PARAMETERS_FILE}")
     return checkpoint.history_rows
-
-
-def parse_args(model, precision, argv=None):
-    parser = ArgumentParser(
-        description=f"Train {model} at precision {precision} on N-MNIST frames (ALGORITHM.md §2).")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"frame dataset (default: {shown(DEFAULT_DATA)})")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help=f"checkpoints and model_n_mnist.npz (default: {shown(default_model_dir(model, precision))}/)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="total epochs (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
-    parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=SEED, help="default: %(default)s")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
-    parser.add_argument("--train-limit", type=int, default=None, metavar="N", help="use the first N training samples")
-    parser.add_argument("--test-limit", type=int, default=None, metavar="N",
-                        help="accepted for symmetry with the inference scripts; training reads no test data")
-    args = parser.parse_args(argv)
-    for flag in ("epochs", "batch_size", "train_limit", "test_limit"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
-    if args.seed < 0 or not args.lr > 0:
-        raise UserError(f"--seed must be at least 0 and --lr above 0 (got {args.seed} and {args.lr})")
-    return args
-
-
-def main(model, precision, argv=None):
-    """Entry point of the thin training scripts."""
-
-    def run(argv):
-        args = parse_args(model, precision, argv)
-        history = train(model, precision, data=args.data, model_dir=args.model_dir, epochs=args.epochs,
-                        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                        resume=args.resume, train_limit=args.train_limit)
-        last = history[-1]
-        print(f"epoch {last['epoch']}: loss {last['loss']:.4f}, train accuracy {100 * last['accuracy']:.2f}%")
-
-    return run_main(run, argv)

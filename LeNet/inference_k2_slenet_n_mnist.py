@@ -4,9 +4,9 @@
 """
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
 
-import evaluation
+import commands
 
 MODEL, PRECISION = "lenet", "k2"
 
 if __name__ == "__main__":
-    evaluation.main_snn(MODEL, PRECISION)
+    commands.evaluate_snn(MODEL, PRECISION)

@@ -4,9 +4,9 @@
 """
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
 
-import training
+import commands
 
 MODEL, PRECISION = "mlp", "k1"
 
 if __name__ == "__main__":
-    training.main(MODEL, PRECISION)
+    commands.train(MODEL, PRECISION)

@@ -18,15 +18,15 @@ import time
 import numpy as np
 
 import models
+import paths
 import spiking_utils
-from architectures import DISPLAY_NAMES, MODEL_FOLDERS, precision_to_k
+from architectures import DISPLAY_NAMES, MODEL_FOLDERS, TIME_STEPS, precision_to_k
 from benchmarks import readme_rows
 from benchmarks.literal_snn import literal_simulation
 from cli import ArgumentParser, UserError, positive_int, run_main, shown
 from figs.snn_logs import read_column
 from n_mnist import load_frame_counts
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
-from training import default_model_dir
 
 AUTHORS_LOGS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_logs"  # <Model>/k<K>/
 TARGET_SECONDS = 15.0
@@ -81,7 +81,7 @@ def settling_steps(spike_num):
 def authors_settling_steps(model, precision, time_steps):
     """settling_steps of the authors' own logs (real N-MNIST, T = 40), or None if absent or T differs."""
     path = AUTHORS_LOGS / MODEL_FOLDERS[model] / precision / "spike_num.txt"
-    if time_steps != spiking_utils.TIME_STEPS or not path.exists():
+    if time_steps != TIME_STEPS or not path.exists():
         return None
     return settling_steps(read_column(path).reshape(-1, time_steps))
 
@@ -137,12 +137,12 @@ def add_simulation_flags(parser, precision, samples_help):
     parser.add_argument("--model-dir", type=pathlib.Path, default=None,
                         help="folder holding model_n_mnist.npz (default: <Model>/checkpoints/<precision>/)")
     parser.add_argument("--samples", type=positive_int, default=10_000, help=f"{samples_help} (default: %(default)s)")
-    parser.add_argument("--time-steps", type=positive_int, default=spiking_utils.TIME_STEPS, help="T (default: %(default)s)")
+    parser.add_argument("--time-steps", type=positive_int, default=TIME_STEPS, help="T (default: %(default)s)")
 
 
 def load_network(model, args):
     """(params, network, frames, labels) named by the flags of add_simulation_flags; says what it simulates."""
-    model_dir = args.model_dir or default_model_dir(model, args.precision)
+    model_dir = args.model_dir or paths.model_dir(model, args.precision)
     params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model, precision_to_k(args.precision))
     frames, labels = benchmark_frames(args.data, args.samples)
     print(f"{model} {args.precision} from {model_dir}, T = {args.time_steps}, {args.samples} samples")

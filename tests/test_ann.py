@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import commands
 import evaluation
 import models
 import training
@@ -134,6 +135,41 @@ def test_layers_are_those_of_section_2(model):
         assert tuple(layer.output.shape[1:]) == output_shape, name
     assert [layer.strides for layer in net.layers if isinstance(layer, keras.layers.Conv2D)] == (
         [(1, 1), (2, 2), (1, 1), (2, 2)] if model == "lenet" else [])
+
+
+TRUNCATED_AT_2_STDDEV = 0.8796  # stddev of a normal cut at ±2 stddev, relative to the untruncated one
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_initial_weights_are_the_authors(model):
+    """§2: hidden kernels N(0, 0.02) and the output kernel N(0, 0.1), both cut at 2 stddev; gamma N(1, 0.002), beta 0."""
+    keras.utils.set_random_seed(3)
+    net = models.build_model(model, 1)
+    hidden = [net.get_layer(layer.name).kernel.numpy().ravel() for layer in ARCHITECTURES[model]]
+    out = net.get_layer("out").kernel.numpy().ravel()
+    bns = [net.get_layer(f"bn{i}") for i in range(1, len(ARCHITECTURES[model]) + 1)]
+    gamma = np.concatenate([bn.gamma.numpy() for bn in bns])
+    for kernel, stddev in [(np.concatenate(hidden), 0.02), (out, 0.1)]:
+        assert np.abs(kernel).max() <= 2 * stddev
+        assert np.abs(kernel).max() > 1.9 * stddev  # truncated at 2 stddev, not narrower
+        assert abs(kernel.mean()) < 4 * stddev / np.sqrt(kernel.size)
+        assert kernel.std() == pytest.approx(TRUNCATED_AT_2_STDDEV * stddev, rel=0.05)
+    for kernel in hidden:  # each layer draws its own values
+        assert kernel.std() == pytest.approx(TRUNCATED_AT_2_STDDEV * 0.02, rel=0.25)
+    assert abs(gamma.mean() - 1.0) < 4 * 0.002 / np.sqrt(gamma.size)
+    assert gamma.std() == pytest.approx(0.002, rel=0.25)
+    assert all((bn.beta.numpy() == 0).all() for bn in bns)
+
+
+def test_initial_weights_follow_the_seed():
+    keras.utils.set_random_seed(5)
+    first = models.build_model("mlp", 0).get_weights()
+    keras.utils.set_random_seed(5)
+    second = models.build_model("mlp", 0).get_weights()
+    keras.utils.set_random_seed(6)
+    third = models.build_model("mlp", 0).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert not np.array_equal(first[0], third[0])
 
 
 @pytest.mark.parametrize("model,precision", ALL)
@@ -371,7 +407,7 @@ def test_resume_refuses_another_model_or_precision(model, precision, fragment, f
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch_mlp_k1, model_dir)
     with pytest.raises(SystemExit) as exit:
-        training.main(model, precision, ["--data", str(frame_data), "--model-dir", str(model_dir), "--resume",
+        commands.train(model, precision, ["--data", str(frame_data), "--model-dir", str(model_dir), "--resume",
                                          "--epochs", "2", "--train-limit", "200"])
     assert exit.value.code == 2
     err = capsys.readouterr().err
@@ -440,12 +476,12 @@ def test_starting_afresh_removes_every_output_of_the_earlier_run(frame_data, one
 
 @pytest.mark.parametrize("flags", [["--seed", "-1"], ["--lr", "0"], ["--lr=-1e-4"]])
 def test_negative_seed_or_non_positive_learning_rate_is_refused(flags):
-    with pytest.raises(UserError, match="--seed must be at least 0 and --lr above 0"):
-        training.parse_args("mlp", "k1", flags)
+    with pytest.raises(UserError, match=f"argument {flags[0].split('=')[0]}: expected"):
+        commands.training_args("mlp", "k1", flags)
 
 
 def test_default_paths_do_not_depend_on_the_working_directory():
-    assert training.parse_args("lenet", "k1", []).data == REPO / "data" / "n_mnist.npz"
+    assert commands.training_args("lenet", "k1", []).data == REPO / "data" / "n_mnist.npz"
     help_text = subprocess.run([sys.executable, "training_k1_lenet_n_mnist.py", "--help"], cwd=REPO / "LeNet",
                                capture_output=True, text=True, timeout=120).stdout
     help_text = " ".join(help_text.split())  # argparse wraps lines
@@ -462,10 +498,10 @@ def test_resume_flag_without_checkpoint_exits_with_one_line(frame_data, tmp_path
 @pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--train-limit", "--test-limit"])
 def test_training_rejects_non_positive_numbers(flag, frame_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
-        training.main("mlp", "k0", ["--data", str(frame_data), "--model-dir", str(tmp_path), flag, "0"])
+        commands.train("mlp", "k0", ["--data", str(frame_data), "--model-dir", str(tmp_path), flag, "0"])
     assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {flag} must be at least 1") and err.count("\n") == 1
+    assert err.startswith(f"error: argument {flag}: expected a positive integer, got '0'") and err.count("\n") == 1
     assert not (tmp_path / models.PARAMETERS_FILE).exists()
 
 
@@ -721,7 +757,7 @@ def test_ann_thin_scripts(model, precision, script_runs, frames):
         assert "Traceback" not in run[role]["stderr"], run[role]["stderr"]
     assert f"wrote {run['model_dir'] / models.PARAMETERS_FILE}" in run["train"]["stdout"]
     assert "test accuracy:" in run["ann"]["stdout"]
-    assert [int(row[0]) for row in read_log(run["model_dir"])] == [1]
+    assert [int(row[0]) for row in read_log(run["model_dir"])] == [1, 2, 3]
     params = models.load_parameters(run["model_dir"] / models.PARAMETERS_FILE, model=model, k=k)
 
     results = json.loads((run["model_dir"] / "ann_results.json").read_text())
@@ -761,7 +797,7 @@ def test_quantizer_nudge_is_1e_5_grid_units(k, level):
 
 # the §2 defaults of the training scripts and of train()
 def test_training_defaults_are_those_of_section_2():
-    args = training.parse_args("mlp", "k1", [])
+    args = commands.training_args("mlp", "k1", [])
     assert (args.epochs, args.batch_size, args.lr, args.seed) == (150, 200, 1e-4, 0)
     defaults = {name: p.default for name, p in inspect.signature(training.train).parameters.items()}
     assert (defaults["epochs"], defaults["batch_size"], defaults["learning_rate"]) == (150, 200, 1e-4)
@@ -769,7 +805,7 @@ def test_training_defaults_are_those_of_section_2():
 
 # every training flag reaches train()
 def test_training_main_passes_every_flag_on(frame_data, tmp_path):
-    training.main("mlp", "k0", ["--data", str(frame_data), "--model-dir", str(tmp_path), "--epochs", "1",
+    commands.train("mlp", "k0", ["--data", str(frame_data), "--model-dir", str(tmp_path), "--epochs", "1",
                                 "--train-limit", "60", "--batch-size", "30", "--lr", "2e-3", "--seed", "7"])
     state = json.loads((tmp_path / training.STATE_FILE).read_text())
     assert state["epochs_done"] == 1

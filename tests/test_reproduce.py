@@ -11,6 +11,7 @@ import pytest
 
 import models
 import reproduce
+import training
 from architectures import FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS
 from cli import UserError
 from test_figures import PAPER_TABLE
@@ -514,7 +515,7 @@ def test_a_training_of_fewer_epochs_than_asked_is_not_complete(study, frame_data
 def test_force_trains_afresh_rather_than_resuming_a_finished_run(study, frame_data, monkeypatch):
     out_root, _ = study
     resumed = []
-    monkeypatch.setattr(reproduce.training, "train", lambda *args, **kwargs: resumed.append(kwargs["resume"])
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: resumed.append(kwargs["resume"])
                         or [{"epoch": 1, "loss": 0.0, "accuracy": 0.0}])
     for force in ([], ["--force"]):
         args = reproduce.parse_args(["--data", str(frame_data), "--out-root", str(out_root), "--models", "mlp",

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import commands
 import evaluation
 import models
 import spiking_utils
-from architectures import ARCHITECTURES, MODEL_FOLDERS, HiddenLayer, layer_shapes, spiking_neuron_count
+from architectures import ARCHITECTURES, MAX_TIME_STEPS, MODEL_FOLDERS, HiddenLayer, layer_shapes, spiking_neuron_count
 from benchmarks.literal_snn import literal_simulation
 from cli import UserError
 from figs import snn_logs
-from conftest import (REPO, assert_one_line_error, conv2d_valid, random_parameters, run_script, script_paths,
+from conftest import (NOTICE_PATTERNS, REPO, assert_one_line_error, conv2d_valid, random_parameters, run_script, script_paths,
                       weighted_sum, write_parameters)
 from spiking_utils import (LOG_FILES, SimulationResult, convert, fold_batch_norm, log_columns, neuron_step,
                            quantized_ann, simulate, steps_to_final, synapse_counts, write_logs)
@@ -715,7 +716,7 @@ def test_evaluate_snn_end_to_end(model, frame_data, frames, script_runs, tmp_pat
     model_dir = tmp_path / "model"
     shutil.copytree(script_runs[model, "k1"]["model_dir"], model_dir)
     log_dir, n_test, time_steps = tmp_path / "logs", (50 if model == "lenet" else 100), 60
-    evaluation.main_snn(model, "k1", ["--data", str(frame_data), "--model-dir", str(model_dir), "--log-dir", str(log_dir),
+    commands.evaluate_snn(model, "k1", ["--data", str(frame_data), "--model-dir", str(model_dir), "--log-dir", str(log_dir),
                                       "--time-steps", str(time_steps), "--test-limit", str(n_test), "--check-lossless",
                                       "--quiet"])
     out = capsys.readouterr().out
@@ -819,18 +820,18 @@ def bad_input(case, model, k, parameter_files, tmp_path):
         gamma[0] = 0.0
         own, fragment = broken_file(own, tmp_path / "m", bn1_gamma=gamma), "bn1_gamma holds a zero"
     elif case == "time steps 0":
-        extra, fragment = ["--time-steps", "0"], "must be at least 1"
+        extra, fragment = ["--time-steps", "0"], "--time-steps: expected an integer from 1"
     elif case == "time steps not a number":
-        extra, fragment = ["--time-steps", "abc"], "--time-steps: invalid int value: 'abc'"
+        extra, fragment = ["--time-steps", "abc"], "--time-steps: expected an integer from 1 to 2,147,483,647, got 'abc'"
     elif case == "batch size 0":
-        extra, fragment = ["--batch-size", "0"], "must be at least 1"
+        extra, fragment = ["--batch-size", "0"], "--batch-size: expected a positive integer"
     elif case == "test limit 0":
-        extra, fragment = ["--test-limit", "0"], "--test-limit must be at least 1"
+        extra, fragment = ["--test-limit", "0"], "--test-limit: expected a positive integer"
     elif case == "unwritable log dir":
         (tmp_path / "a_file").write_text("x")
         log_dir, fragment = tmp_path / "a_file" / "logs", "log directory is not writable"
     elif case == "time steps beyond int32":
-        extra, fragment = ["--time-steps", str(2**31)], "--time-steps must be at most 2,147,483,647"
+        extra, fragment = ["--time-steps", str(2**31)], "--time-steps: expected an integer from 1 to 2,147,483,647"
     elif case == "a log file that is a folder":
         (log_dir / "spike_num.txt").mkdir(parents=True)
         fragment = "spike_num.txt: is a folder; cannot write the log there"
@@ -872,6 +873,8 @@ def test_snn_thin_scripts(model, precision, script_runs):
     run = script_runs[model, precision]
     assert run["snn"]["code"] == 0, run["stdout"][-3000:] + run["stderr"][-3000:]
     assert "Traceback" not in run["snn"]["stderr"]
+    assert run["snn"]["stderr"].strip() == ""  # --quiet: no progress bar, and none of TensorFlow's notices
+    assert not any(pattern in run["stderr"] for pattern in NOTICE_PATTERNS), run["stderr"]  # train and ANN too
     assert f"SNN {model} {precision}: final accuracy" in run["snn"]["stdout"]
     logs = read_log_files(run["log_dir"])
     assert all(len(values) == 10 for values in logs.values())  # 20 samples: one batch x 10 steps
@@ -1024,13 +1027,13 @@ def test_the_largest_time_steps_value_is_accepted(frame_data, tmp_path, make_par
         pass
 
     def simulate(network, x, time_steps, **kwargs):
-        assert time_steps == spiking_utils.MAX_TIME_STEPS
+        assert time_steps == MAX_TIME_STEPS
         raise Simulated
 
     monkeypatch.setattr(spiking_utils, "simulate", simulate)
     with pytest.raises(Simulated):
         evaluation.evaluate_snn("mlp", "k0", frame_data, tmp_path / "model", tmp_path / "logs",
-                                time_steps=spiking_utils.MAX_TIME_STEPS, test_limit=5, progress=False)
+                                time_steps=MAX_TIME_STEPS, test_limit=5, progress=False)
 
 
 # the printed line gives the final accuracy in percent and the step from which it holds

@@ -17,6 +17,8 @@ from cli import (TF_NOTICES_HELP, ArgumentParser, import_tensorflow, non_negativ
 from log_format import LOG_BATCH_SIZE
 from n_mnist import DEFAULT_DATA, check_data_file
 
+ENGINES = ("fast", "reference")  # the SNN simulators of evaluation.simulate; the first is the default
+
 
 time_steps_type = number_type(int, lambda value: 1 <= value <= MAX_TIME_STEPS, f"an integer from 1 to {MAX_TIME_STEPS:,}")
 
@@ -57,6 +59,9 @@ def evaluation_args(model, precision, spiking, argv=None):
         parser.add_argument("--check-lossless", action="store_true",
                             help="compare every neuron's spike count with 2**k x the quantized ANN activation")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        parser.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
+                            help="fast (default) or reference: the plain float64 simulator of spiking_utils.py, "
+                                 "much slower, with identical logs")
     return parser.parse_args(argv)
 
 
@@ -106,10 +111,11 @@ def evaluate_snn(model, precision, argv=None):
         check_inputs(model, precision, args)
         import_tensorflow()
         import evaluation
-        import spiking_utils
+        import snn_engine
 
-        spiking_utils.configure_threads()
+        snn_engine.configure_threads()
         evaluation.evaluate_snn(model, precision, args.data, args.model_dir, args.log_dir, args.time_steps,
-                                args.batch_size, args.test_limit, args.check_lossless, progress=not args.quiet)
+                                args.batch_size, args.test_limit, args.check_lossless, progress=not args.quiet,
+                                engine=args.engine)
 
     return run_main(run, argv)

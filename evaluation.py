@@ -12,11 +12,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import lossless
 import models
 import paths
+import snn_engine
 import spiking_utils
 from architectures import ARCHITECTURES, MAX_TIME_STEPS, TIME_STEPS, ann_ops_per_sample, precision_to_k
 from cli import UserError, shown, write_text_atomic
+from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final
 from n_mnist import DEFAULT_DATA, load_frames
 from paths import ANN_RESULTS_FILE, SNN_RESULTS_FILE
 
@@ -66,7 +69,7 @@ def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit
     return results
 
 
-def check_writable(folder, names=(*spiking_utils.LOG_FILES, SNN_RESULTS_FILE)):
+def check_writable(folder, names=(*LOG_FILES, SNN_RESULTS_FILE)):
     """Fail before a long simulation, not after it, when the log folder or its files cannot be written."""
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -92,7 +95,7 @@ def summarize_logs(columns, n_test, time_steps, model, k, batch_size):
         "batch_size": batch_size,
         "accuracy_per_step": accuracy,
         "final_accuracy": accuracy[-1],
-        "steps_to_final": spiking_utils.steps_to_final(accuracy),
+        "steps_to_final": steps_to_final(accuracy),
         "positive_spikes_per_sample": (final["spike_num.txt"] + final["spike_collect.txt"]) / 2 / n_test,
         "negative_spikes_per_sample": (final["spike_num.txt"] - final["spike_collect.txt"]) / 2 / n_test,
         "sops_per_sample": final["sop_num.txt"] / n_test,
@@ -102,26 +105,18 @@ def summarize_logs(columns, n_test, time_steps, model, k, batch_size):
     }
 
 
-def lossless_summary(report, n_test):
-    """The lossless check in one line, e.g. `lossless check: 1339 neurons (0.0149%, in 52 samples, 14.48%) ...`."""
-    unsettled = (f"{report['unsettled_neurons']} in the {report['samples_still_spiking_at_the_last_step']} samples "
-                 "still spiking at the last step (not settled: more --time-steps), "
-                 if report["samples_still_spiking_at_the_last_step"] else "")
-    return (f"lossless check: {report['mismatching_neurons']} neurons "
-            f"({100 * report['mismatching_neuron_share']:.4f}%, in {report['samples_with_mismatching_neurons']} samples, "
-            f"{100 * report['samples_with_mismatching_neurons_share']:.2f}%) differ from 2^k x the quantized ANN: "
-            f"{report['rounding_tie_neurons']} at 1e-5 rounding ties of their own (§3), "
-            f"{report['downstream_of_ties_neurons']} downstream of those, {unsettled}"
-            f"{report['other_mismatching_neurons']} otherwise; "
-            f"{report['mismatching_predictions']} of {n_test} predictions differ "
-            f"({100 * report['mismatching_prediction_share']:.2f}%); "
-            + (f"all predictions match from step {report['first_step_all_predictions_match']}"
-               if report["first_step_all_predictions_match"] else "the predictions never all match"))
+def simulate(network, frames, time_steps, engine="fast", keep_counts=False, progress=True):
+    """Run the SNN with `engine`: the fast one, or the plain reference that defines it."""
+    if engine == "fast":
+        return snn_engine.simulate(network, frames, time_steps, keep_counts=keep_counts, progress=progress)
+    if engine == "reference":
+        return spiking_utils.simulate_reference(network, frames, time_steps, keep_counts=keep_counts, progress=progress)
+    raise ValueError(f"unknown engine {engine!r}; expected fast or reference")
 
 
 def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=None,
-                 time_steps=TIME_STEPS, batch_size=spiking_utils.LOG_BATCH_SIZE,
-                 test_limit=None, check_lossless=False, progress=True):
+                 time_steps=TIME_STEPS, batch_size=LOG_BATCH_SIZE,
+                 test_limit=None, check_lossless=False, progress=True, engine="fast"):
     """Simulate the converted SNN on the test set; write the four logs and snn_results.json."""
     k = precision_to_k(precision)
     if k < 0:
@@ -138,23 +133,26 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
 
     network = spiking_utils.convert(params)
     try:
-        result = spiking_utils.simulate(network, x_test, time_steps, check_lossless=check_lossless, progress=progress)
+        result = simulate(network, x_test, time_steps, engine, keep_counts=check_lossless, progress=progress)
     except MemoryError:
         raise UserError(f"not enough memory to simulate {len(x_test):,} samples for {time_steps:,} steps "
                         "(use fewer --time-steps or --test-limit)") from None
     columns = spiking_utils.log_columns(result, y_test, batch_size)
     results = summarize_logs(columns, len(y_test), time_steps, model, k, batch_size)
     results["data"] = shown(data)  # what the figures call the dataset
-    results["float64_decisions"] = result.float64_decisions  # float32 close calls re-decided; exact ties among them
     results["samples_still_spiking_at_the_last_step"] = int(result.still_spiking.sum())  # T too short for them
     if check_lossless:
-        results["lossless_check"] = spiking_utils.lossless_report(result, network)
+        results["lossless_check"] = lossless.report(result, lossless.check(result, network, x_test), network)
     spiking_utils.write_logs(log_dir, columns, extra_files={SNN_RESULTS_FILE: json.dumps(results, indent=1, allow_nan=False) + "\n"})
     print(f"SNN {model} {precision}: final accuracy {100 * results['final_accuracy']:.2f}% "
           f"after {results['steps_to_final']} of {time_steps} steps; logs in {log_dir}")
+    if result.float64_decisions:
+        decisions = result.float64_decisions
+        print(f"float64 re-decisions (fast engine): {decisions['close_calls']:,} close calls, "
+              f"{decisions['changed']:,} changed from float32, {decisions['ties']:,} exact ties")
     if results["samples_still_spiking_at_the_last_step"]:
         print(f"note: {results['samples_still_spiking_at_the_last_step']} of {len(y_test)} samples were still spiking "
               f"at step {time_steps}; they have not settled (more --time-steps would let them)")
     if check_lossless:
-        print(lossless_summary(results["lossless_check"], len(y_test)))
+        print(lossless.summary(results["lossless_check"], len(y_test)))
     return results

@@ -12,7 +12,7 @@ from architectures import (ARCHITECTURES, BN_EPSILON, BN_GAMMA_MEAN, BN_GAMMA_ST
                            HIDDEN_KERNEL_STDDEV, INPUT_SHAPE, NUM_CLASSES, OUTPUT_KERNEL_STDDEV, check_model_name,
                            k_to_precision, layer_shapes)
 from cli import UserError, atomic_path, load_npz_arrays
-from paths import PARAMETERS_FILE, check_parameter_file
+from paths import PARAMETERS_FILE, check_parameter_file  # noqa: F401  (models.PARAMETERS_FILE: the callers' name)
 from quantization import QuantizedReLU
 
 BN_FIELDS = ("gamma", "beta", "mean", "var")

@@ -1,10 +1,10 @@
-"""SNN simulation speed: spiking_utils against a literal float64 implementation of §4, in one run.
+"""SNN simulation speed: the fast engine against the reference simulator of the definition, in one run.
 
-The task: LeNet, 10,000 test samples, T = 40, batch 50 (the authors' setting). The literal
-simulator (benchmarks/literal_snn.py) runs on a subset and is extrapolated; spiking_utils runs on
-all samples; both logs are compared line by line on the subset. The literal simulator runs first,
-before TensorFlow has done any work (after a simulation it runs about 6 % slower in the same
-process); spiking_utils then runs `--repeats` times and its median time is compared.
+The task: LeNet, 10,000 test samples, T = 40, batch 50 (the authors' setting). The reference
+simulator (spiking_utils.simulate_reference: §4 as written, float64) runs on a subset and is
+extrapolated; the fast engine (snn_engine.simulate) runs on all samples; both logs are compared
+line by line on the subset. The reference runs first; the fast engine then runs `--repeats` times
+and its median time is compared.
 
     python benchmarks/bench_snn.py                    # uses LeNet/checkpoints/k1 (run reproduce.py --demo first)
     python benchmarks/bench_snn.py --model mlp --precision k2
@@ -19,10 +19,11 @@ import numpy as np
 
 import models
 import paths
+import snn_engine
+import snn_float64
 import spiking_utils
 from architectures import DISPLAY_NAMES, MODEL_FOLDERS, TIME_STEPS, precision_to_k
 from benchmarks import readme_rows
-from benchmarks.literal_snn import literal_simulation
 from cli import ArgumentParser, UserError, positive_int, run_main, shown
 from figs.snn_logs import read_column
 from n_mnist import load_frame_counts
@@ -73,7 +74,7 @@ def settling_steps(spike_num):
     spike, counted from 1.
 
     How long a batch keeps spiking: spiking_utils' time follows it (a sample retires after its last
-    spike), the literal simulator's does not.
+    spike), the reference simulator's does not.
     """
     return last_spiking_step(np.diff(spike_num, axis=1, prepend=0) > 0)
 
@@ -94,7 +95,7 @@ def float64_steps(network, frames, time_steps):
     the spikes it fired (B, *output_shape).
     """
     first, *layers = network.layers
-    first_counts = spiking_utils.first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
+    first_counts = snn_float64.first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
     mem = [np.zeros((len(frames), *layer.output_shape)) for layer in layers]
     mem_q = [np.broadcast_to(layer.bound, m.shape) for layer, m in zip(layers, mem)]
     for t in range(time_steps):
@@ -113,10 +114,10 @@ def float32_potential_error(network, frames, time_steps):
     difference is float32's rounding alone, accumulated over all steps.
     """
     layers = network.layers[1:]
-    fast = [spiking_utils.fast_layer(layer) for layer in layers]
+    fast = [snn_float64.fast_layer(layer) for layer in layers]
     potential = [np.broadcast_to(f.start.numpy(), (len(frames), *layer.output_shape)) for f, layer in zip(fast, layers)]
     largest = np.zeros(len(layers))
-    drive = spiking_utils.make_first_layer_drive(layers[0], fast[0])  # layer 2's float32 input, as simulate computes it
+    drive = snn_engine.make_first_layer_drive(layers[0], fast[0])  # layer 2's float32 input, as simulate computes it
     step_zero = np.zeros(len(frames), np.int32)
     for _, index, inputs, mem, _ in float64_steps(network, frames, time_steps):
         layer, f = layers[index], fast[index]
@@ -152,39 +153,41 @@ def load_network(model, args):
 def main(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lenet", choices=["lenet", "mlp"], help="default: %(default)s")
-    add_simulation_flags(parser, "k1", "samples for spiking_utils")
-    parser.add_argument("--literal-samples", type=positive_int, default=400, help="samples for the literal baseline (default: %(default)s)")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="runs of spiking_utils (default: %(default)s)")
+    add_simulation_flags(parser, "k1", "samples for the fast engine")
+    parser.add_argument("--reference-samples", type=positive_int, default=400,
+                        help="samples for the reference baseline (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs of the fast engine (default: %(default)s)")
     parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
     args = parser.parse_args(argv)
-    if args.literal_samples % spiking_utils.LOG_BATCH_SIZE or not 0 < args.literal_samples <= args.samples:
-        raise UserError(f"--literal-samples must be a multiple of the log batch ({spiking_utils.LOG_BATCH_SIZE}) "
+    if args.reference_samples % spiking_utils.LOG_BATCH_SIZE or not 0 < args.reference_samples <= args.samples:
+        raise UserError(f"--reference-samples must be a multiple of the log batch ({spiking_utils.LOG_BATCH_SIZE}) "
                         f"and at most --samples, so that its log lines compare with whole batches")
-    spiking_utils.configure_threads()
+    snn_engine.configure_threads()
     params, network, frames, labels = load_network(args.model, args)
 
-    subset = slice(0, args.literal_samples)
+    subset = slice(0, args.reference_samples)
     started = time.perf_counter()
-    literal_logs = literal_simulation(params, frames[subset], labels[subset], args.time_steps)
-    literal_seconds = (time.perf_counter() - started) * args.samples / args.literal_samples
-    print(f"literal float64 (§4 as written, batch 50): {literal_seconds:.1f} s for {args.samples} samples "
-          f"(extrapolated from {args.literal_samples})")
+    reference = spiking_utils.simulate_reference(network, frames[subset], args.time_steps, progress=False)
+    reference_logs = {name: values.reshape(-1) for name, values in spiking_utils.log_columns(reference, labels[subset]).items()}
+    reference_seconds = (time.perf_counter() - started) * args.samples / args.reference_samples
+    print(f"reference float64 (§4 as written, batch 50): {reference_seconds:.1f} s for {args.samples} samples "
+          f"(extrapolated from {args.reference_samples})")
 
-    n_lines = -(-args.literal_samples // spiking_utils.LOG_BATCH_SIZE)
+    n_lines = -(-args.reference_samples // spiking_utils.LOG_BATCH_SIZE)
     fast_times, peaks, identical_logs = [], [], []
     for run in range(1, args.repeats + 1):
         reset_peak_memory()
         started = time.perf_counter()
-        result = spiking_utils.simulate(network, frames, args.time_steps, progress=False)
+        result = snn_engine.simulate(network, frames, args.time_steps, progress=False)
         fast_times.append(time.perf_counter() - started)
         peaks.append(peak_memory_gb())
         columns = spiking_utils.log_columns(result, labels)
-        identical_logs.append(all(np.array_equal(columns[name][:n_lines].reshape(-1), literal_logs[name])
-                                  for name in literal_logs))
-        print(f"spiking_utils run {run}: {fast_times[-1]:.1f} s ({literal_seconds / fast_times[-1]:.1f}x), peak memory "
-              f"of the process {peaks[-1]:.2f} GB, logs identical to the literal ones on the subset: {identical_logs[-1]}")
+        identical_logs.append(all(np.array_equal(columns[name][:n_lines].reshape(-1), reference_logs[name])
+                                  for name in reference_logs))
+        print(f"fast engine run {run}: {fast_times[-1]:.1f} s ({reference_seconds / fast_times[-1]:.1f}x), peak memory "
+              f"of the process {peaks[-1]:.2f} GB, logs identical to the reference's on the subset: {identical_logs[-1]}")
     fast_seconds, peak_gb = float(np.median(fast_times)), max(peaks)
-    speedup = literal_seconds / fast_seconds
+    speedup = reference_seconds / fast_seconds
     active_steps = (result.spikes > 0).sum(axis=1).mean()
     print(f"samples spike on {active_steps:.1f} of {args.time_steps} steps on average")
     ours = settling_steps(columns["spike_num.txt"])  # the last run's logs, (batches, T)
@@ -198,13 +201,13 @@ def main(argv=None):
     neuron_steps = (result.spikes > 0).sum() * sum(layer.neurons for layer in network.layers[1:])
     print(f"float32 decisions taken again in float64: {decisions['close_calls']} "
           f"({decisions['close_calls'] / neuron_steps:.1e} of the neuron updates of layers 2..L); float64 changed "
-          f"{decisions['changed']} of them; exact ties (d within {spiking_utils.TIE_MARGIN:g} theta of a threshold): "
+          f"{decisions['changed']} of them; exact ties (d within {snn_float64.TIE_MARGIN:g} theta of a threshold): "
           f"{decisions['ties']}")
     error, window = float32_potential_error(network, frames[subset], args.time_steps)
     print("largest float32 error of the potential v = (mem - b) / theta, layers 2..L (same subset): "
           + ", ".join(f"{e:.1e}" for e in error) + "; decision windows " + ", ".join(f"{w:.1e}" for w in window)
           + f" ({(window / error).min():.0f}x the error or more)")
-    print(f"spiking_utils, median of {args.repeats} runs: {fast_seconds:.1f} s, speed-up {speedup:.1f}x, "
+    print(f"fast engine, median of {args.repeats} runs: {fast_seconds:.1f} s, speed-up {speedup:.1f}x, "
           f"peak memory {peak_gb:.2f} GB; logs identical in every run: {all(identical_logs)}")
     targets = "–"
     if args.model == "lenet" and args.samples == 10_000 and args.time_steps == 40:  # the task the targets are set for
@@ -215,9 +218,9 @@ def main(argv=None):
     if args.update_readme:
         readme_rows.update_row(
             f"SNN, {DISPLAY_NAMES[args.model]} {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
-            f"literal float64 simulator {literal_seconds:.1f} s (extrapolated from {args.literal_samples} samples, run first); "
-            f"spiking_utils {' / '.join(f'{t:.1f}' for t in fast_times)} s, median {fast_seconds:.1f} s: "
-            f"**{speedup:.1f}× faster**; samples active on {active_steps:.1f} of {args.time_steps} steps on average (the literal "
+            f"reference float64 simulator {reference_seconds:.1f} s (extrapolated from {args.reference_samples} samples, run first); "
+            f"fast engine {' / '.join(f'{t:.1f}' for t in fast_times)} s, median {fast_seconds:.1f} s: "
+            f"**{speedup:.1f}× faster**; samples active on {active_steps:.1f} of {args.time_steps} steps on average (the reference "
             f"simulator always runs all {args.time_steps}); {settling}; peak memory {peak_gb:.2f} GB (whole process, TensorFlow included); logs identical "
             f"line by line in every run: {'yes' if all(identical_logs) else '**no**'}; {decisions['close_calls']:,} neuron updates "
             f"re-decided in float64 ({decisions['close_calls'] / neuron_steps:.1e} of all), {decisions['changed']} changed by it, "

@@ -1,7 +1,7 @@
 """Where the spiking LeNet simulator's time goes: the measurements behind the README's account of it.
 
 Four measurements of one LeNet model, in one run:
-1. TensorFlow's profiler over `spiking_utils.simulate` (the task of bench_snn.py): how the workers'
+1. TensorFlow's profiler over `snn_engine.simulate` (the task of bench_snn.py): how the workers'
    compiled steps divide their time between the convolutions of layers 3..L (oneDNN's Conv2D), the
    XLA-compiled functions (the neuron updates and layer 2's input), TensorFlow's other operations
    (counters, close calls, logits) and the dispatch between operations;
@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 
-import spiking_utils
+import snn_engine
 from architectures import layer_macs
 from benchmarks import readme_rows
 from benchmarks.bench_snn import add_simulation_flags, float64_steps, last_spiking_step, load_network
@@ -70,7 +70,7 @@ def step_time_breakdown(events):
     """
     starts = sorted((start, seconds) for name, start, seconds in events if name == STEP_EVENT)
     if len(starts) < 2:
-        raise UserError("the profile holds no step of spiking_utils.simulate beyond the compiling one")
+        raise UserError("the profile holds no step of snn_engine.simulate beyond the compiling one")
     first = starts[1][0]
     kinds = {"convolutions": 0.0, "XLA-compiled functions": 0.0, "other TensorFlow operations": 0.0}
     for name, start, seconds in events:
@@ -94,7 +94,7 @@ def profiled_simulation(network, frames, time_steps):
         tf.profiler.experimental.start(log_dir)
         started = time.perf_counter()
         try:
-            spiking_utils.simulate(network, frames, time_steps, progress=False)
+            snn_engine.simulate(network, frames, time_steps, progress=False)
         finally:
             wall = time.perf_counter() - started
             tf.profiler.experimental.stop()
@@ -102,7 +102,7 @@ def profiled_simulation(network, frames, time_steps):
     return wall, calls, kinds
 
 
-def matrix_product_rate(size=PRODUCT_SIZE, repeats=8, workers=spiking_utils.WORKERS):
+def matrix_product_rate(size=PRODUCT_SIZE, repeats=8, workers=snn_engine.WORKERS):
     """GFLOP/s per thread of float32 products (size, size) x (size, size), `workers` threads side by
     side as simulate's workers run."""
     generator = np.random.default_rng(0)
@@ -200,11 +200,11 @@ def main(argv=None):
                         help="samples of the float64 simulation that counts silent patches (default: %(default)s)")
     parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
     args = parser.parse_args(argv)
-    spiking_utils.configure_threads()
+    snn_engine.configure_threads()
     _, network, frames, _ = load_network(MODEL, args)
 
     wall, calls, kinds = profiled_simulation(network, frames, args.time_steps)
-    rows = spiking_utils.pool_rows(args.samples)
+    rows = snn_engine.pool_rows(args.samples)
     step_seconds = sum(kinds.values())
     print(f"simulate: {wall:.1f} s; {calls} steps of {rows} rows, {1e3 * step_seconds / calls:.1f} ms each (one thread)")
     for kind, seconds in kinds.items():

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # `import models`, `from benchmarks.literal_snn import ...`
+    sys.path.insert(0, str(REPO))  # `import models`, `from benchmarks import ...`
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -155,7 +155,7 @@ def main(argv=None):
     add_simulation_flags(parser, "k1", "samples for spiking_utils")
     parser.add_argument("--literal-samples", type=positive_int, default=400, help="samples for the literal baseline (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs of spiking_utils (default: %(default)s)")
-    parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
+    parser.add_argument(readme_rows.FLAG, action="store_true", help=readme_rows.FLAG_HELP)
     args = parser.parse_args(argv)
     if args.literal_samples % spiking_utils.LOG_BATCH_SIZE or not 0 < args.literal_samples <= args.samples:
         raise UserError(f"--literal-samples must be a multiple of the log batch ({spiking_utils.LOG_BATCH_SIZE}) "
@@ -212,7 +212,7 @@ def main(argv=None):
         print(f"targets (< {TARGET_SECONDS:.0f} s, >= {TARGET_SPEEDUP:.0f}x, < {TARGET_PEAK_GB:.0f} GB): {'met' if met else 'NOT met'}")
         targets = (f"< {TARGET_SECONDS:.0f} s, ≥ {TARGET_SPEEDUP:.0f}×, < {TARGET_PEAK_GB:.0f} GB: "
                    f"**{'met' if met else 'NOT met'}**")
-    if args.update_readme:
+    if args.update_docs:
         readme_rows.update_row(
             f"SNN, {DISPLAY_NAMES[args.model]} {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
             f"literal float64 simulator {literal_seconds:.1f} s (extrapolated from {args.literal_samples} samples, run first); "

@@ -38,7 +38,7 @@ def main(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DEMO_OUT, help="default: %(default)s")
     parser.add_argument("--time-steps", type=positive_int, default=TIME_STEPS, help="T (default: %(default)s)")
-    parser.add_argument("--update-readme", action="store_true", help="write the measured row into the benchmark table")
+    parser.add_argument(readme_rows.FLAG, action="store_true", help=readme_rows.FLAG_HELP)
     args = parser.parse_args(argv)
     import_tensorflow()
     import evaluation
@@ -61,7 +61,7 @@ def main(argv=None):
                       f"{'identical' if identical else 'DIFFERENT'}")
     all_identical = all(row[3] for row in rows)
     print(f"all {len(rows)} SNNs: logs and snn_results.json {'identical' if all_identical else 'NOT identical'}")
-    if args.update_readme:
+    if args.update_docs:
         readme_rows.update_row(
             f"SNN engines, the 6 demo models, whole demo test set, T = {args.time_steps}",
             "; ".join(f"{model} {precision}: reference {s['reference']:.1f} s, fast {s['fast']:.1f} s"

@@ -93,7 +93,7 @@ def parse_args(argv=None):
     parser.add_argument("--baseline-files", type=positive_int, default=DEFAULT_BASELINE_FILES,
                         help="recordings for the per-event loop (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS, help="timed runs; the best counts (default: %(default)s)")
-    parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
+    parser.add_argument(readme_rows.FLAG, action="store_true", help=readme_rows.FLAG_HELP)
     return parser.parse_args(argv)
 
 
@@ -127,7 +127,7 @@ def main(argv=None):
     verdicts = {form: "met" if rate >= TARGET_FILES_PER_SECOND else "NOT met" for form, rate in rates.items()}
     for form, verdict in verdicts.items():
         print(f"target >= {TARGET_FILES_PER_SECOND:,} files/s in one process, {form} form: {verdict}")
-    if args.update_readme:
+    if args.update_docs:
         readme_rows.update_row(
             "decode + count ON events + write the frame file",
             f"from folders {rates['folder']:,.0f} files/s (all {N_DATASET_FILES:,} files in "

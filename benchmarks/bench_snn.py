@@ -157,7 +157,7 @@ def main(argv=None):
     parser.add_argument("--reference-samples", type=positive_int, default=400,
                         help="samples for the reference baseline (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs of the fast engine (default: %(default)s)")
-    parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
+    parser.add_argument(readme_rows.FLAG, action="store_true", help=readme_rows.FLAG_HELP)
     args = parser.parse_args(argv)
     if args.reference_samples % spiking_utils.LOG_BATCH_SIZE or not 0 < args.reference_samples <= args.samples:
         raise UserError(f"--reference-samples must be a multiple of the log batch ({spiking_utils.LOG_BATCH_SIZE}) "
@@ -215,7 +215,7 @@ def main(argv=None):
         print(f"targets (< {TARGET_SECONDS:.0f} s, >= {TARGET_SPEEDUP:.0f}x, < {TARGET_PEAK_GB:.0f} GB): {'met' if met else 'NOT met'}")
         targets = (f"< {TARGET_SECONDS:.0f} s, ≥ {TARGET_SPEEDUP:.0f}×, < {TARGET_PEAK_GB:.0f} GB: "
                    f"**{'met' if met else 'NOT met'}**")
-    if args.update_readme:
+    if args.update_docs:
         readme_rows.update_row(
             f"SNN, {DISPLAY_NAMES[args.model]} {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
             f"reference float64 simulator {reference_seconds:.1f} s (extrapolated from {args.reference_samples} samples, run first); "

@@ -83,7 +83,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per precision, after one warm-up (default: %(default)s)")
     parser.add_argument("--data", type=pathlib.Path, nargs="?", const=REPO_ROOT / DEFAULT_DEMO_OUT, default=None,
                         help=f"repeat this dataset's training frames instead of random ones (bare --data: {shown(DEFAULT_DEMO_OUT)})")
-    parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
+    parser.add_argument(readme_rows.FLAG, action="store_true", help=readme_rows.FLAG_HELP)
     args = parser.parse_args(argv)
     for flag in ("samples", "epochs"):
         if getattr(args, flag) < 1:
@@ -117,7 +117,7 @@ def main(argv=None):
         verdict = "met" if overhead <= TARGET_OVERHEAD else "NOT met"
         print(f"{model:<5} quantizer overhead: {100 * overhead:+.1f} % (target <= {100 * TARGET_OVERHEAD:.0f} %: {verdict})")
         results[model] = (best, overhead, verdict)
-    if args.update_readme:
+    if args.update_docs:
         readme_rows.update_row(
             f"training epoch, {args.samples:,} frames",
             "; ".join(f"{DISPLAY_NAMES[model]} {best['full']:.2f} s full precision, {best['k1']:.2f} s k = 1 "

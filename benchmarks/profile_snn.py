@@ -1,4 +1,4 @@
-"""Where the spiking LeNet simulator's time goes: the measurements behind the README's account of it.
+"""Where the spiking LeNet simulator's time goes: the measurements behind the account of it in docs/performance.md.
 
 Four measurements of one LeNet model, in one run:
 1. TensorFlow's profiler over `snn_engine.simulate` (the task of bench_snn.py): how the workers'
@@ -198,7 +198,7 @@ def main(argv=None):
     add_simulation_flags(parser, "k2", "samples simulated under the profiler")
     parser.add_argument("--patch-samples", type=positive_int, default=200,
                         help="samples of the float64 simulation that counts silent patches (default: %(default)s)")
-    parser.add_argument("--update-readme", action="store_true", help="write the measured row into README.md's table")
+    parser.add_argument(readme_rows.FLAG, action="store_true", help=readme_rows.FLAG_HELP)
     args = parser.parse_args(argv)
     snn_engine.configure_threads()
     _, network, frames, _ = load_network(MODEL, args)
@@ -234,7 +234,7 @@ def main(argv=None):
                        f"{sparse_product_slowdown(layers[number], density / 10, rows):.1f}× at a tenth of that density"
                        for number, density in densities.items())
     print(f"sparse patch products against the dense convolutions, at those samples' spike densities: {sparse}")
-    if args.update_readme:
+    if args.update_docs:
         readme_rows.update_row(
             f"SNN step profile, LeNet {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
             f"{calls} steps of {rows} rows, {1e3 * step_seconds / calls:.1f} ms each per worker thread: "

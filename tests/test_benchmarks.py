@@ -1,5 +1,5 @@
 """The benchmark scripts run end to end on tiny inputs and print their comparison (the real
-measurements are long; their numbers are in the README)."""
+measurements are long; their numbers are in docs/performance.md)."""
 import re
 import subprocess
 import sys
@@ -54,19 +54,31 @@ def test_settling_step_is_the_last_step_whose_cumulative_spike_count_grows():
     assert settling_steps(spike_num).tolist() == [4, 0, 1, 5]
 
 
-def test_a_benchmark_replaces_only_its_own_readme_row(tmp_path, monkeypatch):
+def test_a_benchmark_replaces_only_its_own_row_of_the_performance_table(tmp_path, monkeypatch):
     from benchmarks import readme_rows
 
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- benchmarks:start -->\n| what | command | measured | target |\n|---|---|---|---|\n"
-                      "| a | `x` | 1 | t |\n| b | `y` | 2 | t |\n<!-- benchmarks:end -->\nafter\n")
-    monkeypatch.setattr(sys, "argv", [str(REPO / "benchmarks" / "bench_x.py"), "--files", "5", "--update-readme"])
-    readme_rows.update_row("a", "3 files/s", "**met**", readme=readme)
-    readme_rows.update_row("c", "4", "–", readme=readme)
-    assert readme.read_text() == (
+    doc = tmp_path / "performance.md"
+    doc.write_text("intro\n<!-- benchmarks:start -->\n| what | command | measured | target |\n|---|---|---|---|\n"
+                   "| a | `x` | 1 | t |\n| b | `y` | 2 | t |\n<!-- benchmarks:end -->\nafter\n")
+    monkeypatch.setattr(sys, "argv", [str(REPO / "benchmarks" / "bench_x.py"), "--files", "5", "--update-docs"])
+    readme_rows.update_row("a", "3 files/s", "**met**", doc=doc)
+    readme_rows.update_row("c", "4", "–", doc=doc)
+    assert doc.read_text() == (
         "intro\n<!-- benchmarks:start -->\n| what | command | measured | target |\n|---|---|---|---|\n"
         "| a | `python benchmarks/bench_x.py --files 5` | 3 files/s | **met** |\n| b | `y` | 2 | t |\n"
         "| c | `python benchmarks/bench_x.py --files 5` | 4 | – |\n<!-- benchmarks:end -->\nafter\n")
+
+
+def test_the_benchmarks_write_into_the_performance_table_of_the_docs():
+    from benchmarks import readme_rows
+
+    text = readme_rows.PERFORMANCE_DOC.read_text()
+    start, end = readme_rows.MARKERS
+    assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end)
+    block = text.split(start)[1].split(end)[0]
+    assert "| what | command | measured | target |" in block
+    for script in ("bench_preprocessing.py", "bench_training.py", "bench_snn.py", "profile_snn.py"):
+        assert f"`python benchmarks/{script}" in block, script
 
 
 def test_step_profile_splits_the_steps_after_the_compiling_call_by_kind_of_work():

@@ -4,8 +4,8 @@ import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import paths
 from architectures import spiking_neuron_count
 from cli import run_main
-from figs.snn_logs import (ANN_COLOR, figure_parser, finish_bar_figure, k_label, label_bars, load_figure_inputs,
-                           percent, pyplot, save_figure, thousands)
+from figs.bars import finish_bar_figure, k_label, label_bars, thousands
+from figs.snn_logs import ANN_COLOR, figure_parser, load_figure_inputs, percent, pyplot, save_figure
 
 DESCRIPTION = ("Plot positive and negative spikes per sample at the last time step for k = 0, 1, 2 "
                "beside the number of spiking neurons (<prefix>_spike_neuron_n_mnist.png).")

@@ -9,7 +9,7 @@ import pytest
 
 from architectures import FIGURE_PREFIXES, TIME_STEPS
 from cli import REPO_ROOT, UserError
-from figs import accuracy_speed, snn_logs, sops, sparsity
+from figs import accuracy_speed, bars, snn_logs, sops, sparsity
 from log_format import LOG_BATCH_SIZE, read_logs, steps_to_final
 
 PAPER_LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paper_logs"
@@ -457,9 +457,9 @@ def test_paper_logs_match_table(net, k, accuracy, steps, positive, negative, sop
     assert (log.time_steps, log.n_test, log.n_batches) == (40, 10_000, 200)
     assert snn_logs.percent(log.final_accuracy) == accuracy
     assert log.steps_to_final == steps
-    assert snn_logs.thousands(log.positive[-1], 1) == positive
-    assert snn_logs.thousands(log.negative[-1], 1) == negative
-    derived_sops = snn_logs.thousands(log.sops[-1])
+    assert bars.thousands(log.positive[-1], 1) == positive
+    assert bars.thousands(log.negative[-1], 1) == negative
+    derived_sops = bars.thousands(log.sops[-1])
     if (net, k) in TABLE_SLIPS:
         assert derived_sops == TABLE_SLIPS[net, k]
         assert abs(log.sops[-1] - float(sops_text.replace(",", ""))) < 1

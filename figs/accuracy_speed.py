@@ -3,10 +3,11 @@ import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 # the full-precision ANN's accuracy, and a zoomed panel on the approach to the final accuracy.
 import numpy as np
 
+import paths
 from architectures import DISPLAY_NAMES
 from cli import run_main
-from figs.snn_logs import (ANN_COLOR, K_COLORS, dataset_name, figure_parser, load_figure_inputs, output_path,
-                           percent, pyplot, save_figure)
+from figs.snn_logs import (ANN_COLOR, K_COLORS, dataset_name, figure_parser, load_figure_inputs, percent, pyplot,
+                           save_figure)
 
 ZOOM_HEADROOM = 0.6  # percentage points above 100% in the zoomed panel, so a 100% curve and its marker show whole
 K_MARKERS = {0: "o", 1: "s", 2: "^"}  # different shapes, so that curves lying on top of each other stay visible
@@ -119,7 +120,7 @@ def main(argv=None):
     for inputs in load_figure_inputs(args):
         figure = plot_accuracy(inputs.model, inputs.logs, inputs.ann_accuracy, inputs.compare_logs,
                                args.compare_label)
-        save_figure(figure, output_path(args, inputs.model, "accuracy"))
+        save_figure(figure, paths.figure_path(inputs.model, "accuracy", args.out_dir))
 
 
 if __name__ == "__main__":

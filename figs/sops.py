@@ -1,13 +1,18 @@
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
 # Computing operations (ALGORITHM.md §5): SOPs per sample of the converted SNNs after the last
 # time step, for k = 0, 1, 2, beside the ANN's operations per sample (3 x MACs, first layer excluded).
+import paths
 from architectures import ann_ops_per_sample
 from cli import run_main
-from figs.snn_logs import (ANN_COLOR, K_COLORS, ann_label, figure_parser, finish_bar_figure, k_label, label_bars,
-                           load_figure_inputs, output_path, pyplot, save_figure, thousands)
+from figs.bars import finish_bar_figure, k_label, label_bars, thousands
+from figs.snn_logs import ANN_COLOR, K_COLORS, figure_parser, load_figure_inputs, percent, pyplot, save_figure
 
 DESCRIPTION = ("Plot SNN synaptic operations per sample at the last time step for k = 0, 1, 2 "
                "beside the ANN's operations per sample (<prefix>_sop_n_mnist.png).")
+
+
+def ann_label(ann_accuracy):
+    return "ANN (full)" + (f"\n{percent(ann_accuracy)}" if ann_accuracy is not None else "")
 
 
 def plot_sops(model, logs, ann_accuracy=None):
@@ -35,7 +40,7 @@ def main(argv=None):
     args = figure_parser(DESCRIPTION).parse_args(argv)
     for inputs in load_figure_inputs(args):
         save_figure(plot_sops(inputs.model, inputs.logs, inputs.ann_accuracy),
-                    output_path(args, inputs.model, "sop"))
+                    paths.figure_path(inputs.model, "sop", args.out_dir))
 
 
 if __name__ == "__main__":

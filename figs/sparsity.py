@@ -1,10 +1,11 @@
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
 # Spike sparsity (ALGORITHM.md §5): positive and negative spikes per sample after the last time
 # step, stacked, for k = 0, 1, 2, beside the number of spiking neurons of the network.
+import paths
 from architectures import spiking_neuron_count
 from cli import run_main
-from figs.snn_logs import (ANN_COLOR, figure_parser, finish_bar_figure, k_label, label_bars, load_figure_inputs,
-                           output_path, percent, pyplot, save_figure, thousands)
+from figs.bars import finish_bar_figure, k_label, label_bars, thousands
+from figs.snn_logs import ANN_COLOR, figure_parser, load_figure_inputs, percent, pyplot, save_figure
 
 DESCRIPTION = ("Plot positive and negative spikes per sample at the last time step for k = 0, 1, 2 "
                "beside the number of spiking neurons (<prefix>_spike_neuron_n_mnist.png).")
@@ -53,7 +54,7 @@ def main(argv=None):
     args = figure_parser(DESCRIPTION).parse_args(argv)
     for inputs in load_figure_inputs(args):
         save_figure(plot_sparsity(inputs.model, inputs.logs, inputs.ann_accuracy),
-                    output_path(args, inputs.model, "spike_neuron"))
+                    paths.figure_path(inputs.model, "spike_neuron", args.out_dir))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The figure scripts and their log reader (figs/): small generated logs, then the authors' logs."""
+"""The log reader (log_format.py) and the figure scripts (figs/): small generated logs, then the authors' logs."""
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
 import json
 import subprocess
@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from architectures import FIGURE_PREFIXES
+from architectures import FIGURE_PREFIXES, TIME_STEPS
 from cli import REPO_ROOT, UserError
-from figs import accuracy_speed, snn_logs, sops, sparsity
-from figs.snn_logs import read_logs
+from figs import accuracy_speed, bars, snn_logs, sops, sparsity
+from log_format import LOG_BATCH_SIZE, read_logs, steps_to_final
 
 PAPER_LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paper_logs"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -30,6 +30,7 @@ SOP_NUM = [[0, 100, 150, 170, 170, 170],
            [0, 80, 120, 130, 130, 130],
            [0, 120, 180, 200, 200, 200]]
 N_TEST = 12
+RESULTS = {"time_steps": 6, "n_test": N_TEST, "batch_size": 4}  # snn_results.json of this run
 # By hand: per-step sums over the batches, then / 12.
 EXPECTED_ACCURACY = [3 / 12, 7 / 12, 12 / 12, 11 / 12, 12 / 12, 12 / 12]
 EXPECTED_STEPS_TO_FINAL = 5  # the accuracy is 100% at step 3 but not at step 4
@@ -55,9 +56,9 @@ def write_logs(folder, correct=CORRECT, spike_num=SPIKE_NUM, spike_collect=SPIKE
     return folder
 
 
-def write_run(root, ks=(0, 1, 2)):
+def write_run(root, ks=(0, 1, 2), model="mlp"):
     for k in ks:
-        write_logs(Path(root) / f"k{k}", results={"time_steps": 6, "n_test": N_TEST, "k": k})
+        write_logs(Path(root) / f"k{k}", results={**RESULTS, "model": model, "k": k})
     return Path(root)
 
 
@@ -76,7 +77,7 @@ def run_script(script, *args, cwd=REPO_ROOT):
 # ---------------------------------------------------------------- reading logs
 
 def test_values_match_hand_computed_numbers(tmp_path):
-    log = read_logs(write_logs(tmp_path / "k1", results={"time_steps": 6, "n_test": N_TEST}))
+    log = read_logs(write_logs(tmp_path / "k1", results=RESULTS))
     assert (log.time_steps, log.n_test, log.n_batches) == (6, 12, 3)
     np.testing.assert_allclose(log.accuracy, EXPECTED_ACCURACY)
     assert log.steps_to_final == EXPECTED_STEPS_TO_FINAL
@@ -89,35 +90,29 @@ def test_values_match_hand_computed_numbers(tmp_path):
     np.testing.assert_allclose(log.sops, EXPECTED_SOPS)
 
 
-def test_results_json_overrides_batch_size(tmp_path):
-    # n_test from the JSON (e.g. a last batch that was not full) wins over batches x batch size
-    log = read_logs(write_logs(tmp_path, results={"time_steps": 6, "n_test": 20}), batch_size=50)
-    assert log.n_test == 20
+def test_results_json_overrides_the_flags(tmp_path):
+    # T, n_test and the batch size from the JSON (here a last batch of 6, not full) win over the flags
+    log = read_logs(write_logs(tmp_path, results={"time_steps": 6, "n_test": 20, "batch_size": 7}),
+                    time_steps=40, batch_size=50)
+    assert (log.time_steps, log.n_test) == (6, 20)
     np.testing.assert_allclose(log.sops[-1], 500 / 20)
 
 
-def test_time_steps_inferred_without_json(tmp_path):
+def test_logs_without_json_are_read_with_the_time_steps_and_batch_size_given(tmp_path):
     folder = write_logs(tmp_path, collect_as_float=True)  # authors' style: 22.0
-    log = read_logs(folder, batch_size=4)
+    log = read_logs(folder, time_steps=6, batch_size=4)
     assert (log.time_steps, log.n_batches, log.n_test) == (6, 3, 12)
     np.testing.assert_allclose(log.accuracy, EXPECTED_ACCURACY)
-    assert read_logs(folder).n_test == 3 * snn_logs.DEFAULT_BATCH_SIZE
-
-
-def test_infer_time_steps_is_the_largest_consistent_block():
-    flat = np.asarray(SPIKE_NUM).ravel()
-    assert snn_logs.infer_time_steps(flat, np.asarray(SOP_NUM).ravel()) == 6
-    # one batch: nothing ever restarts, so the whole file is one block
-    assert snn_logs.infer_time_steps(np.arange(8), np.arange(8)) == 8
-    # spike_num alone would allow 4, but sop_num restarts after 2 lines
-    assert snn_logs.infer_time_steps(np.array([1, 2, 3, 4, 1, 2, 3, 4]),
-                                     np.array([1, 2, 0, 4, 1, 2, 0, 4])) == 2
+    np.testing.assert_allclose(log.net_spikes[-1], 62 / 12)
+    assert read_logs(folder, time_steps=6).n_test == 3 * LOG_BATCH_SIZE
+    # the defaults are the authors' T = 40 and batch 50: 18 lines are not whole batches of 40
+    _expect_error(folder, "accuracy.txt", "18 lines", f"--time-steps {TIME_STEPS}")
 
 
 def test_steps_to_final():
-    assert snn_logs.steps_to_final([1, 2, 3, 3]) == 3
-    assert snn_logs.steps_to_final([3, 3, 3]) == 1
-    assert snn_logs.steps_to_final([1, 3, 2, 3]) == 4
+    assert steps_to_final([1, 2, 3, 3]) == 3
+    assert steps_to_final([3, 3, 3]) == 1
+    assert steps_to_final([1, 3, 2, 3]) == 4
 
 
 def _expect_error(folder, *fragments, **kwargs):
@@ -131,39 +126,42 @@ def _expect_error(folder, *fragments, **kwargs):
 
 
 def test_line_count_not_a_multiple_of_time_steps(tmp_path):
-    folder = write_logs(tmp_path, results={"time_steps": 4, "n_test": N_TEST})  # 18 lines
-    _expect_error(folder, "accuracy.txt", "18 lines", "time_steps=4")
+    folder = write_logs(tmp_path, results={**RESULTS, "time_steps": 4})  # 18 lines
+    _expect_error(folder, "accuracy.txt", "18 lines", "time_steps 4")
 
 
 @pytest.mark.parametrize("cut", ["last line", "first 3 lines"])
 def test_lines_missing_from_logs_without_json_are_rejected(tmp_path, cut):
-    folder = write_logs(tmp_path)  # 3 batches of T = 6, no snn_results.json: T must be inferred
+    folder = write_logs(tmp_path)  # 3 batches of T = 6, no snn_results.json
     for name in ("accuracy.txt", "spike_num.txt", "spike_collect.txt", "sop_num.txt"):
         lines = (folder / name).read_text().splitlines()
         lines = lines[:-1] if cut == "last line" else lines[3:]
         (folder / name).write_text("\n".join(lines) + "\n")
-    _expect_error(folder, str(folder), "not every T lines", "--time-steps", batch_size=4)
+    _expect_error(folder, str(folder / "accuracy.txt"), "lines is not a whole number of batches", "--time-steps 6",
+                  time_steps=6, batch_size=4)
 
 
-def test_time_steps_given_by_hand_for_logs_without_json(tmp_path):
+# A wrong T for logs without snn_results.json is caught where the lines are not whole batches of T, or where a
+# cumulative counter restarts inside a batch of T. (A divisor of T whose batches all end at restarts is not.)
+def test_a_wrong_time_steps_for_logs_without_json_is_an_error(tmp_path):
     folder = write_logs(tmp_path)
-    assert read_logs(folder, batch_size=4, time_steps=6).time_steps == 6
-    _expect_error(folder, "restart every 6 lines, not every 4", batch_size=4, time_steps=4)
-    _expect_error(folder, "restart every 6 lines, not every 3", batch_size=4, time_steps=3)  # a divisor of T
-    _expect_error(folder, "restart every 6 lines, not every 9", batch_size=4, time_steps=9)
-    # a batch whose counters never fall below the last step of the one before hides its restart: T must be given
+    assert read_logs(folder, time_steps=6, batch_size=4).time_steps == 6
+    _expect_error(folder, "accuracy.txt", "18 lines is not a whole number of batches", "--time-steps 4",
+                  time_steps=4, batch_size=4)
+    _expect_error(folder, "spike_num.txt:7", "decreases inside a batch", "--time-steps 9", time_steps=9, batch_size=4)
+    # a batch whose counters never fall below the last step of the one before hides its restart at line 7
     hidden = write_logs(tmp_path / "hidden", spike_num=[[10, 20, 26, 30, 30, 30], [40, 50, 60, 70, 70, 70],
                                                         [12, 22, 28, 32, 32, 32]],
                         sop_num=[[0, 100, 150, 170, 170, 170], [200, 280, 320, 330, 330, 330],
                                  [0, 120, 180, 200, 200, 200]])
-    _expect_error(hidden, "not every T lines", batch_size=4)
-    assert read_logs(hidden, batch_size=4, time_steps=6).time_steps == 6
-    _expect_error(hidden, "restart at line 13, inside a batch of --time-steps 5", batch_size=4, time_steps=5)
+    assert read_logs(hidden, time_steps=6, batch_size=4).time_steps == 6
+    _expect_error(hidden, "spike_num.txt:13", "decreases inside a batch", "--time-steps 9", time_steps=9, batch_size=4)
 
 
 def test_more_correct_answers_than_a_batch_holds_is_rejected(tmp_path):
     folder = write_logs(tmp_path)
-    _expect_error(folder, "accuracy.txt:3", "4 correct predictions in a batch of at most 3", batch_size=3)
+    _expect_error(folder, "accuracy.txt:3", "4 correct predictions in a batch of 3 samples", "--batch-size 3",
+                  time_steps=6, batch_size=3)
 
 
 def test_non_whole_value_rejected(tmp_path):
@@ -198,10 +196,16 @@ def test_a_count_too_large_for_int64_is_rejected(tmp_path, value):
 
 
 def test_n_test_that_does_not_fit_the_batches_is_rejected(tmp_path):
-    folder = write_logs(tmp_path / "k1", results={"time_steps": 6, "n_test": 100000, "batch_size": 4})
-    _expect_error(folder, "n_test 100000 does not fit the logs' 3 batches of at most 4 samples")
-    write_logs(tmp_path / "ok", results={"time_steps": 6, "n_test": 12, "batch_size": 5})  # batches 5, 5, 2
-    assert read_logs(tmp_path / "ok").n_test == 12
+    folder = write_logs(tmp_path / "k1", results={**RESULTS, "n_test": 100000})
+    _expect_error(folder, "snn_results.json", "n_test 100000 does not fit", "3 batches of at most 4 samples")
+    write_logs(tmp_path / "ok", results={**RESULTS, "n_test": 14, "batch_size": 5})  # batches 5, 5, 4
+    assert read_logs(tmp_path / "ok").n_test == 14
+
+
+@pytest.mark.parametrize("key", ["time_steps", "n_test", "batch_size"])
+def test_results_json_without_its_numbers_is_rejected(tmp_path, key):
+    results = {name: value for name, value in RESULTS.items() if name != key}
+    _expect_error(write_logs(tmp_path, results=results), "snn_results.json", f"'{key}' must be a positive integer")
 
 
 def test_missing_file_rejected(tmp_path):
@@ -226,7 +230,7 @@ def test_malformed_logs_exit_with_one_line(tmp_path):
 @pytest.mark.parametrize("module, name", [(accuracy_speed, "accuracy"), (sops, "sop"),
                                           (sparsity, "spike_neuron")])
 def test_figures_from_generated_logs(tmp_path, capsys, module, name):
-    root = write_run(tmp_path / "logs")
+    root = write_run(tmp_path / "logs", model="lenet")
     ann = write_ann_results(tmp_path / "ann_results.json")
     module.main(["--model", "lenet", "--log-root", str(root), "--out-dir", str(tmp_path / "out"),
                  "--ann-results", str(ann)])
@@ -244,7 +248,7 @@ def write_distinct_run(root):
             correct[0, -1] -= 1  # per-step sums 3, 7, 12, 11, 12, 11: 91.67% from step 6
         write_logs(Path(root) / f"k{k}", correct=correct, spike_num=np.array(SPIKE_NUM) * (k + 1),
                    spike_collect=np.array(SPIKE_COLLECT) * (k + 1), sop_num=np.array(SOP_NUM) * (k + 1),
-                   results={"time_steps": 6, "n_test": N_TEST, "model": "mlp", "k": k})
+                   results={**RESULTS, "model": "mlp", "k": k})
     return Path(root)
 
 
@@ -256,7 +260,7 @@ def drawn_texts(figure):
 
 
 def test_figure_texts_are_computed_from_the_logs(tmp_path):
-    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp", batch_size=4)
+    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp")
     ann_accuracy = 0.9643
     texts = drawn_texts(accuracy_speed.plot_accuracy("mlp", logs, ann_accuracy))
     # by hand: k0 and k1 reach 12/12 from step 5 on (see CORRECT); k2 ends at 11/12 from step 6
@@ -279,8 +283,8 @@ def test_accuracy_figure_with_comparison_and_no_ann(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert (tmp_path / "smlp_accuracy_n_mnist.png").stat().st_size > 10_000
     assert "no ANN accuracy drawn" in err  # logs from elsewhere: not our ANN's line
-    logs = snn_logs.load_model_logs(root, "mlp", batch_size=4)
-    compare = snn_logs.load_model_logs(other, "mlp", batch_size=4)
+    logs = snn_logs.load_model_logs(root, "mlp")
+    compare = snn_logs.load_model_logs(other, "mlp")
     figure = accuracy_speed.plot_accuracy("mlp", logs, None, compare, "authors")
     texts = drawn_texts(figure)
     assert {"k=2: 100.00% after 5 steps", "k=2 (authors): 91.67% after 6 steps",
@@ -297,7 +301,7 @@ def test_only_the_precisions_asked_for_are_read_and_drawn(tmp_path):
     (root / "k0" / "sop_num.txt").write_text("abc\n")  # stale logs of another run: never read
     sparsity.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path), "--precisions", "k1", "k2"])
     assert (tmp_path / "smlp_spike_neuron_n_mnist.png").stat().st_size > 10_000
-    logs = snn_logs.load_model_logs(root, "mlp", batch_size=4, ks=[2])
+    logs = snn_logs.load_model_logs(root, "mlp", ks=[2])
     assert list(logs) == [2]
 
 
@@ -305,8 +309,8 @@ def test_logs_of_different_runs_get_a_note(tmp_path, capsys):
     root = write_run(tmp_path / "logs", ks=(0, 1))
     write_logs(root / "k2", correct=np.array(CORRECT)[:2], spike_num=np.array(SPIKE_NUM)[:2],
                spike_collect=np.array(SPIKE_COLLECT)[:2], sop_num=np.array(SOP_NUM)[:2],
-               results={"time_steps": 6, "n_test": 8, "k": 2})
-    snn_logs.load_model_logs(root, "mlp", batch_size=4)
+               results={**RESULTS, "n_test": 8, "model": "mlp", "k": 2})
+    snn_logs.load_model_logs(root, "mlp")
     err = capsys.readouterr().err
     assert "come from different runs" in err and "k2: 8 samples, T = 6" in err and "k0: 12 samples" in err
 
@@ -316,13 +320,13 @@ def test_titles_name_the_demo_data_only_when_every_log_was_simulated_on_it(tmp_p
     for k in (0, 1, 2):
         path = root / f"k{k}" / "snn_results.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "data": "data/n_mnist_demo.npz"}))
-    logs = snn_logs.load_model_logs(root, "mlp", batch_size=4)
+    logs = snn_logs.load_model_logs(root, "mlp")
     for figure in (accuracy_speed.plot_accuracy("mlp", logs), sops.plot_sops("mlp", logs),
                    sparsity.plot_sparsity("mlp", logs)):
         assert any("MLP 400-400 on the offline demo data:" in text for text in drawn_texts(figure))
     path = root / "k1" / "snn_results.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "data": "data/n_mnist.npz"}))
-    logs = snn_logs.load_model_logs(root, "mlp", batch_size=4)
+    logs = snn_logs.load_model_logs(root, "mlp")
     assert any("MLP 400-400 on N-MNIST:" in text for text in drawn_texts(sops.plot_sops("mlp", logs)))
 
 
@@ -330,7 +334,7 @@ def test_a_short_positive_bar_gets_its_label_above_the_stack(tmp_path):
     from matplotlib.colors import same_color
     from matplotlib.text import Annotation
 
-    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp", batch_size=4)
+    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp")
     figure = sparsity.plot_sparsity("mlp", logs)  # positive 6.2 .. 18.5 spikes beside 800 neurons: short bars
     labels = {text.get_text(): text for text in figure.findobj(Annotation)}
     for value in ("6.2", "12.3", "18.5"):
@@ -353,17 +357,14 @@ def test_one_model_s_logs_are_never_drawn_as_both_models(tmp_path):
     root = write_run(tmp_path / "logs")  # k0/ k1/ k2/ of one model
     with pytest.raises(UserError, match="name that model with --model"):
         sops.main(["--log-root", str(root), "--out-dir", str(tmp_path)])
-    write_run(tmp_path / "lenet_logs")
-    for k in (0, 1, 2):
-        results = json.loads((tmp_path / "lenet_logs" / f"k{k}" / "snn_results.json").read_text())
-        (tmp_path / "lenet_logs" / f"k{k}" / "snn_results.json").write_text(json.dumps({**results, "model": "lenet"}))
+    write_run(tmp_path / "lenet_logs", model="lenet")
     with pytest.raises(UserError, match="logs of model 'lenet', not 'mlp'"):
         sops.main(["--model", "mlp", "--log-root", str(tmp_path / "lenet_logs"), "--out-dir", str(tmp_path)])
     assert not list(tmp_path.glob("*.png"))
 
 
 def test_curve_label_from_logs(tmp_path):
-    log = read_logs(write_logs(tmp_path, results={"time_steps": 6, "n_test": N_TEST}))
+    log = read_logs(write_logs(tmp_path, results=RESULTS))
     assert accuracy_speed.curve_label(1, log) == "k=1: 100.00% after 5 steps"
 
 
@@ -382,7 +383,7 @@ def test_no_logs_at_all_is_an_error(tmp_path):
 
 
 def test_one_log_root_for_both_models(tmp_path, capsys):
-    write_run(tmp_path / "logs" / "LeNet", ks=(0,))
+    write_run(tmp_path / "logs" / "LeNet", ks=(0,), model="lenet")
     write_run(tmp_path / "logs" / "MLP", ks=(1,))
     sops.main(["--log-root", str(tmp_path / "logs"), "--out-dir", str(tmp_path / "out")])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
@@ -390,9 +391,9 @@ def test_one_log_root_for_both_models(tmp_path, capsys):
 
 
 def test_ann_results_of_the_other_model_rejected(tmp_path):
-    root = write_run(tmp_path / "logs", ks=(0,))
+    root = write_run(tmp_path / "logs", ks=(0,), model="lenet")
     ann = write_ann_results(tmp_path / "ann.json", model="mlp")
-    with pytest.raises(UserError, match="'mlp'"):
+    with pytest.raises(UserError, match="ann.json: not the full-precision results of 'lenet'"):
         sops.main(["--model", "lenet", "--log-root", str(root), "--ann-results", str(ann),
                    "--out-dir", str(tmp_path)])
 
@@ -406,14 +407,14 @@ def test_unknown_model_rejected(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_runs_from_inside_figs_and_help_shows_batch_default(tmp_path):
-    root = write_run(tmp_path / "logs", ks=(2,))
+def test_runs_from_inside_figs_and_help_shows_the_defaults(tmp_path):
+    root = write_run(tmp_path / "logs", ks=(2,), model="lenet")
     result = run_script("sparsity.py", "--model", "lenet", "--log-root", root, "--out-dir", tmp_path,
                         cwd=REPO_ROOT / "figs")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "scnn_spike_neuron_n_mnist.png").exists()
-    help_text = run_script("sops.py", "--help", cwd=REPO_ROOT / "figs").stdout
-    assert f"default: {snn_logs.DEFAULT_BATCH_SIZE}" in help_text
+    help_text = " ".join(run_script("sops.py", "--help", cwd=REPO_ROOT / "figs").stdout.split())  # unwrapped
+    assert f"default: {LOG_BATCH_SIZE}" in help_text and f"default: {TIME_STEPS}" in help_text
 
 
 # ---------------------------------------------------------------- the authors' logs (§7)
@@ -456,9 +457,9 @@ def test_paper_logs_match_table(net, k, accuracy, steps, positive, negative, sop
     assert (log.time_steps, log.n_test, log.n_batches) == (40, 10_000, 200)
     assert snn_logs.percent(log.final_accuracy) == accuracy
     assert log.steps_to_final == steps
-    assert snn_logs.thousands(log.positive[-1], 1) == positive
-    assert snn_logs.thousands(log.negative[-1], 1) == negative
-    derived_sops = snn_logs.thousands(log.sops[-1])
+    assert bars.thousands(log.positive[-1], 1) == positive
+    assert bars.thousands(log.negative[-1], 1) == negative
+    derived_sops = bars.thousands(log.sops[-1])
     if (net, k) in TABLE_SLIPS:
         assert derived_sops == TABLE_SLIPS[net, k]
         assert abs(log.sops[-1] - float(sops_text.replace(",", ""))) < 1
@@ -476,7 +477,22 @@ def test_paper_logs_match_curves(net, k):
     # the curves above: the first final value is at step index <= 26, i.e. step <= 27 from 1
     last_index = 19 if net == "LeNet" else 26
     for counter in (log.spikes, log.sops):
-        assert snn_logs.steps_to_final(counter) - 1 <= last_index
+        assert steps_to_final(counter) - 1 <= last_index
+
+
+def test_the_authors_logs_are_drawn_with_the_default_flags(tmp_path, monkeypatch):
+    if not PAPER_LOGS.is_dir():
+        pytest.skip(f"authors' logs not found at {PAPER_LOGS}")
+    saved = {}
+    for module in (accuracy_speed, sparsity):
+        monkeypatch.setattr(module, "save_figure", lambda figure, path: saved.update({path.name: drawn_texts(figure)}))
+        module.main(["--log-root", str(PAPER_LOGS), "--out-dir", str(tmp_path)])  # T = 40, batch 50: §7's logs
+    assert sorted(saved) == ["scnn_accuracy_n_mnist.png", "scnn_spike_neuron_n_mnist.png",
+                             "smlp_accuracy_n_mnist.png", "smlp_spike_neuron_n_mnist.png"]
+    for net, k, accuracy, steps, positive, negative, _ in PAPER_TABLE:
+        prefix = "scnn" if net == "LeNet" else "smlp"
+        assert f"k={k}: {accuracy} after {steps} steps" in saved[f"{prefix}_accuracy_n_mnist.png"]
+        assert {positive, negative, f"SNN k={k}\n{accuracy}"} <= saved[f"{prefix}_spike_neuron_n_mnist.png"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,31 +502,31 @@ def test_paper_logs_match_curves(net, k):
 def test_a_counter_that_decreases_inside_a_batch_is_rejected(tmp_path):
     spike_num = np.array(SPIKE_NUM)
     spike_num[1, 3] = 17  # 22 at step 2, then 17: not cumulative
-    folder = write_logs(tmp_path, spike_num=spike_num, results={"time_steps": 6, "n_test": N_TEST})
+    folder = write_logs(tmp_path, spike_num=spike_num, results=RESULTS)
     _expect_error(folder, "spike_num.txt:10", "decreases inside a batch")
 
 
 def test_a_net_count_beyond_spike_num_is_rejected(tmp_path):
     collect = np.array(SPIKE_COLLECT)
     collect[2, 0] = -13  # |net| 13 > spike_num 12 on line 13
-    folder = write_logs(tmp_path, spike_collect=collect, results={"time_steps": 6, "n_test": N_TEST})
+    folder = write_logs(tmp_path, spike_collect=collect, results=RESULTS)
     _expect_error(folder, "spike_collect.txt:13", "net spike count -13 exceeds spike_num 12")
 
 
 def test_a_negative_count_is_rejected(tmp_path):
     correct = np.array(CORRECT)
     correct[0, 0] = -1
-    folder = write_logs(tmp_path, correct=correct, results={"time_steps": 6, "n_test": N_TEST})
+    folder = write_logs(tmp_path, correct=correct, results=RESULTS)
     _expect_error(folder, "accuracy.txt:1", "negative count -1")
 
 
-def test_more_correct_answers_at_a_step_than_test_samples_is_rejected(tmp_path):
-    folder = write_logs(tmp_path, results={"time_steps": 6, "n_test": 10})  # an older JSON: no batch_size
-    _expect_error(folder, "12 correct answers at one step but only 10 test samples")
+def test_more_correct_answers_than_the_short_last_batch_holds_is_rejected(tmp_path):
+    folder = write_logs(tmp_path, results={**RESULTS, "n_test": 10})  # batches of 4, 4 and 2 samples
+    _expect_error(folder, "accuracy.txt:14", "3 correct predictions in a batch of 2 samples")
 
 
 def test_accuracy_curves_start_at_step_1(tmp_path):
-    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp", batch_size=4)
+    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp")
     figure = accuracy_speed.plot_accuracy("mlp", logs)
     curves = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("k=")]
     assert len(curves) == 3
@@ -520,7 +536,7 @@ def test_accuracy_curves_start_at_step_1(tmp_path):
 
 
 def test_negative_spikes_are_stacked_on_the_positive_ones(tmp_path):
-    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp", batch_size=4)
+    logs = snn_logs.load_model_logs(write_distinct_run(tmp_path / "logs"), "mlp")
     axes = sparsity.plot_sparsity("mlp", logs).axes[0]
     positive, negative, neurons = axes.containers
     for low, high, log in zip(positive, negative, logs.values()):
@@ -531,8 +547,8 @@ def test_negative_spikes_are_stacked_on_the_positive_ones(tmp_path):
 
 def test_bars_show_the_last_step_not_the_step_the_accuracy_settles(tmp_path):
     # accuracy final from step 1, while spikes and SOPs keep growing until step 4
-    write_logs(tmp_path / "logs" / "k1", correct=[[4] * 6] * 3, results={"time_steps": 6, "n_test": N_TEST, "model": "mlp"})
-    logs = snn_logs.load_model_logs(tmp_path / "logs", "mlp", batch_size=4, ks=[1])
+    write_logs(tmp_path / "logs" / "k1", correct=[[4] * 6] * 3, results={**RESULTS, "model": "mlp"})
+    logs = snn_logs.load_model_logs(tmp_path / "logs", "mlp", ks=[1])
     assert logs[1].steps_to_final == 1
     (sop_bar, _), = [container for container in sops.plot_sops("mlp", logs).axes[0].containers]
     assert sop_bar.get_height() == pytest.approx(500 / 12)
@@ -566,11 +582,11 @@ def test_an_unknown_precision_is_an_argument_error(tmp_path):
 
 def test_time_steps_and_batch_size_flags_reach_logs_without_json(tmp_path):
     root = tmp_path / "logs"
-    # a batch whose counters never fall below the last step of the one before hides its restart: T must be given
-    write_logs(root / "k1", spike_num=[[10, 20, 26, 30, 30, 30], [40, 50, 60, 70, 70, 70], [12, 22, 28, 32, 32, 32]],
-               sop_num=[[0, 100, 150, 170, 170, 170], [200, 280, 320, 330, 330, 330], [0, 120, 180, 200, 200, 200]])
-    with pytest.raises(UserError, match="not every T lines"):
-        sops.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path), "--batch-size", "4"])
-    sops.main(["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path), "--batch-size", "4",
-               "--time-steps", "6"])
+    write_logs(root / "k1")  # T = 6, batch 4, no snn_results.json
+    flags = ["--model", "mlp", "--log-root", str(root), "--out-dir", str(tmp_path)]
+    with pytest.raises(UserError, match="18 lines is not a whole number of batches of 40 steps"):
+        sops.main(flags)  # the default, the authors' T = 40
+    with pytest.raises(UserError, match="accuracy.txt:3: 4 correct predictions in a batch of 3 samples"):
+        sops.main(flags + ["--time-steps", "6", "--batch-size", "3"])
+    sops.main(flags + ["--time-steps", "6", "--batch-size", "4"])
     assert (tmp_path / "smlp_sop_n_mnist.png").stat().st_size > 10_000

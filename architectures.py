@@ -23,6 +23,8 @@ LEARNING_RATE = 1e-4
 SEED = 0
 TIME_STEPS = 40
 MAX_TIME_STEPS = 2**31 - 1  # the simulator counts steps in int32
+ENGINES = ("fast", "reference")  # SNN simulators: snn_engine.simulate (the default), spiking_utils.simulate_reference
+TIE_RULES = ("paper", "exact")  # spike rules: the authors' (the default), and ours that agrees with q_k (docs/tie_rule.md)
 
 INPUT_SHAPE = (34, 34, 1)  # N-MNIST frame: (height, width, channels)
 NUM_CLASSES = 10

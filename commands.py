@@ -11,13 +11,11 @@ off the terminal.
 from pathlib import Path
 
 import paths
-from architectures import BATCH_SIZE, EPOCHS, LEARNING_RATE, MAX_TIME_STEPS, SEED, TIME_STEPS
+from architectures import BATCH_SIZE, ENGINES, EPOCHS, LEARNING_RATE, MAX_TIME_STEPS, SEED, TIE_RULES, TIME_STEPS
 from cli import (TF_NOTICES_HELP, ArgumentParser, import_tensorflow, non_negative_int, number_type, positive_float,
                  positive_int, run_main, shown)
 from log_format import LOG_BATCH_SIZE
 from n_mnist import DEFAULT_DATA, check_data_file
-
-ENGINES = ("fast", "reference")  # the SNN simulators of evaluation.simulate; the first is the default
 
 
 time_steps_type = number_type(int, lambda value: 1 <= value <= MAX_TIME_STEPS, f"an integer from 1 to {MAX_TIME_STEPS:,}")
@@ -62,6 +60,9 @@ def evaluation_args(model, precision, spiking, argv=None):
         parser.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                             help="fast (default) or reference: the plain float64 simulator of spiking_utils.py, "
                                  "much slower, with identical logs")
+        parser.add_argument("--tie-rule", choices=TIE_RULES, default=TIE_RULES[0],
+                            help="paper (default): the authors' spike rule; exact: ours, which settles at 2**k x q_k "
+                                 "for every input, rounding ties included (docs/tie_rule.md)")
     return parser.parse_args(argv)
 
 
@@ -116,6 +117,6 @@ def evaluate_snn(model, precision, argv=None):
         snn_engine.configure_threads()
         evaluation.evaluate_snn(model, precision, args.data, args.model_dir, args.log_dir, args.time_steps,
                                 args.batch_size, args.test_limit, args.check_lossless, progress=not args.quiet,
-                                engine=args.engine)
+                                engine=args.engine, tie_rule=args.tie_rule)
 
     return run_main(run, argv)

@@ -19,7 +19,7 @@ import snn_engine
 import spiking_utils
 from architectures import ARCHITECTURES, MAX_TIME_STEPS, TIME_STEPS, ann_ops_per_sample, precision_to_k
 from cli import UserError, shown, write_text_atomic
-from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final
+from log_format import LOG_BATCH_SIZE, LOG_FILES, log_columns, steps_to_final, write_logs
 from n_mnist import DEFAULT_DATA, load_frames
 from paths import ANN_RESULTS_FILE, SNN_RESULTS_FILE
 
@@ -50,7 +50,7 @@ def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit
     n_hidden = len(ARCHITECTURES[model])
     probe = keras.Model(keras_model.input,
                         [keras_model.get_layer(f"act{i}").output for i in range(1, n_hidden + 1)] + [keras_model.output])
-    correct, largest = 0, np.zeros(n_hidden)
+    predictions, largest = [], np.zeros(n_hidden)
     for start in range(0, len(x_test), ANN_BATCH_SIZE):
         *activations, logits = probe(x_test[start : start + ANN_BATCH_SIZE], training=False)
         logits = keras.ops.convert_to_numpy(logits)
@@ -58,10 +58,20 @@ def evaluate_ann(model, precision, data=DEFAULT_DATA, model_dir=None, test_limit
         if not (np.isfinite(logits).all() and np.isfinite(largest).all()):  # argmax of NaNs would still "predict"
             raise UserError(f"{model_dir / models.PARAMETERS_FILE}: the parameters give non-finite outputs "
                             f"(NaN or infinity) on {shown(data)}: a diverged training?")
-        correct += int((np.argmax(logits, axis=1) == y_test[start : start + ANN_BATCH_SIZE]).sum())
-    results = {"model": model, "precision": precision, "k": k, "accuracy": correct / len(y_test), "n_test": len(y_test),
+        predictions.append(np.argmax(logits, axis=1))
+    predictions = np.concatenate(predictions)
+    results = {"model": model, "precision": precision, "k": k, "accuracy": float(np.mean(predictions == y_test)),
+               "n_test": len(y_test),
                "max_activation_per_layer": {layer.name: value for layer, value in zip(ARCHITECTURES[model], largest.tolist())}}
     print(f"test accuracy: {100 * results['accuracy']:.2f}%")
+    if k >= 0:  # the quantized ANN as the lossless check computes it, in float64
+        float64_predictions = np.concatenate([lossless.quantized_ann(params, x_test[start : start + ANN_BATCH_SIZE])[1]
+                                              for start in range(0, len(x_test), ANN_BATCH_SIZE)])
+        results["float64_accuracy"] = float(np.mean(float64_predictions == y_test))
+        results["float64_disagreements"] = int((float64_predictions != predictions).sum())
+        print(f"  in float64 (what the SNN's lossless check compares with): {100 * results['float64_accuracy']:.2f}%; "
+              f"{results['float64_disagreements']} of {len(y_test)} predictions differ from Keras' float32 ones "
+              "(float32 rounding next to a quantization step)")
     for name, value in results["max_activation_per_layer"].items():
         bound = f" (at most {value * 2**k:.0f} spikes per neuron in the SNN)" if k >= 0 else ""
         print(f"  largest activation after {name}: {value:.4g}{bound}")
@@ -116,8 +126,12 @@ def simulate(network, frames, time_steps, engine="fast", keep_counts=False, prog
 
 def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=None,
                  time_steps=TIME_STEPS, batch_size=LOG_BATCH_SIZE,
-                 test_limit=None, check_lossless=False, progress=True, engine="fast"):
-    """Simulate the converted SNN on the test set; write the four logs and snn_results.json."""
+                 test_limit=None, check_lossless=False, progress=True, engine="fast", tie_rule="paper"):
+    """Simulate the converted SNN on the test set; write the four logs and snn_results.json.
+
+    The logs are those of `tie_rule`. The lossless check, if asked for, runs under both rules
+    (spiking_utils.TIE_RULES), the other one in a second simulation whose logs are not kept.
+    """
     k = precision_to_k(precision)
     if k < 0:
         raise UserError("the full-precision model has no spiking version (§3)")
@@ -131,19 +145,27 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     x_test, y_test = load_test_split(data, test_limit)
     check_writable(log_dir)
 
-    network = spiking_utils.convert(params)
-    try:
-        result = simulate(network, x_test, time_steps, engine, keep_counts=check_lossless, progress=progress)
-    except MemoryError:
-        raise UserError(f"not enough memory to simulate {len(x_test):,} samples for {time_steps:,} steps "
-                        "(use fewer --time-steps or --test-limit)") from None
-    columns = spiking_utils.log_columns(result, y_test, batch_size)
+    def run(rule):
+        network = spiking_utils.convert(params, rule)
+        try:
+            return network, simulate(network, x_test, time_steps, engine, keep_counts=check_lossless, progress=progress)
+        except MemoryError:
+            raise UserError(f"not enough memory to simulate {len(x_test):,} samples for {time_steps:,} steps "
+                            "(use fewer --time-steps or --test-limit)") from None
+
+    network, result = run(tie_rule)
+    columns = log_columns(result, y_test, batch_size)
     results = summarize_logs(columns, len(y_test), time_steps, model, k, batch_size)
     results["data"] = shown(data)  # what the figures call the dataset
+    results["tie_rule"] = tie_rule
     results["samples_still_spiking_at_the_last_step"] = int(result.still_spiking.sum())  # T too short for them
     if check_lossless:
-        results["lossless_check"] = lossless.report(result, lossless.check(result, network, x_test), network)
-    spiking_utils.write_logs(log_dir, columns, extra_files={SNN_RESULTS_FILE: json.dumps(results, indent=1, allow_nan=False) + "\n"})
+        results["lossless_check"] = {}
+        for rule in spiking_utils.TIE_RULES:
+            rule_network, rule_result = (network, result) if rule == tie_rule else run(rule)
+            check = lossless.check(rule_result, rule_network, x_test)
+            results["lossless_check"][rule] = lossless.report(rule_result, check, rule_network)
+    write_logs(log_dir, columns, extra_files={SNN_RESULTS_FILE: json.dumps(results, indent=1, allow_nan=False) + "\n"})
     print(f"SNN {model} {precision}: final accuracy {100 * results['final_accuracy']:.2f}% "
           f"after {results['steps_to_final']} of {time_steps} steps; logs in {log_dir}")
     if result.float64_decisions:
@@ -154,5 +176,6 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
         print(f"note: {results['samples_still_spiking_at_the_last_step']} of {len(y_test)} samples were still spiking "
               f"at step {time_steps}; they have not settled (more --time-steps would let them)")
     if check_lossless:
-        print(lossless.summary(results["lossless_check"], len(y_test)))
+        for rule, report in results["lossless_check"].items():
+            print(f"{rule} tie rule: {lossless.summary(report, len(y_test))}")
     return results

@@ -13,6 +13,8 @@ import numpy as np
 from architectures import ARCHITECTURES, BN_EPSILON, QUANTIZER_TIE_NUDGE
 from spiking_utils import NEGATIVE_SPIKE_TOLERANCE, weighted_input
 
+EXACT_RULE_TIE_WINDOW = 1e-9  # exact tie rule: only float64 rounding at a boundary can differ (docs/tie_rule.md)
+
 
 @dataclass
 class LosslessCheck:
@@ -66,15 +68,19 @@ def explain_mismatches(network, frames, snn_counts):
     only for its own rounding. With x = 2**k BN(z), the SNN settles at floor(x + 1/2) while q_k
     rounds x + 1e-5; and a neuron that overshot comes back only if its deficit exceeds 1e-5 in
     membrane units, i.e. 1e-5 / theta counts. So x within max(1e-5, 1e-5/theta) of a half-integer
-    may legitimately differ by one: the ties §3 names as the only exception. Anything else would
-    be a fault of the simulator.
+    may legitimately differ by one: the ties §3 names as the only exception. Under the exact tie
+    rule the neuron rounds x + 1e-5 as q_k does, so only x + 1e-5 within float64 rounding of a
+    half-integer may differ. Anything else would be a fault of the simulator.
     """
     params = network.params
     activation = frames.astype(np.float64)
     ties = others = 0
     for index, (layer, counts) in enumerate(zip(network.layers, snn_counts), start=1):
         scaled, levels = quantized_layer(params, index, activation)
-        window = 2 * np.maximum(QUANTIZER_TIE_NUDGE, NEGATIVE_SPIKE_TOLERANCE / layer.threshold)  # per channel
+        if network.tie_rule == "paper":
+            window = 2 * np.maximum(QUANTIZER_TIE_NUDGE, NEGATIVE_SPIKE_TOLERANCE / layer.threshold)  # per channel
+        else:
+            scaled, window = scaled + QUANTIZER_TIE_NUDGE, EXACT_RULE_TIE_WINDOW
         differs = (counts != levels).reshape(len(frames), -1)
         near_tie = (np.abs(scaled - np.floor(scaled) - 0.5) <= window).reshape(len(frames), -1)
         ties = ties + (differs & near_tie).sum(axis=1)

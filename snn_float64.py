@@ -1,8 +1,8 @@
 """The fast engine's arithmetic: float32 in threshold units, with the close calls decided again in float64.
 
 snn_engine.py steps the neurons in float32, where v = (mem - b) / theta and the net spike count n
-make the spike rule of spiking_utils.neuron_step read: +1 if max(v, 0) - n > 1, -1 if it is below
--1e-5 / theta. float32 computes v with an error of a few 1e-6 (measured: benchmarks/bench_snn.py).
+make the spike rule of spiking_utils.neuron_step read: +1 if max(v, 0) - n > 1 (>= 1 under the exact
+tie rule), -1 if it is below -1e-5 / theta (0 under the exact rule). float32 computes v with an error of a few 1e-6 (measured: benchmarks/bench_snn.py).
 Spike counts are whole numbers, exact in float32, so the exact float64 membrane can always be
 recomputed from them: mem = W (*) (net counts of the layer before). Every decision that lies within
 float32's error of a threshold is taken again that way, with the definition's spike_decision, so the
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from spiking_utils import NEGATIVE_SPIKE_TOLERANCE, neuron_step, spike_decision, weighted_input
+from spiking_utils import negative_spike_threshold, neuron_step, spike_decision, weighted_input
 
 DECISION_WINDOW_ULPS = 256  # float32 ulps of a layer's largest one-step input: closer calls are re-decided in float64
 TIE_MARGIN = 1e-9  # a float64 d this close to a threshold (in units of theta) counts as an exact tie
@@ -34,7 +34,7 @@ class FastLayer:
 
     kernel: tf.Tensor  # W / theta, float32, same shape as SpikingLayer.kernel
     start: tf.Tensor  # v at t = 0: -b / theta, float32 (C,)
-    tolerance: tf.Tensor  # 1e-5 / theta, float32 (C,)
+    tolerance: tf.Tensor  # -negative_spike_threshold / theta: 1e-5 / theta (paper's rule) or 0 (exact), float32 (C,)
     window: float  # in threshold units
     kernel_by_unit: tf.Tensor  # float64 W with the output unit first: conv (C_out, kh, kw, C_in), dense (units, fan_in)
 
@@ -47,7 +47,7 @@ def fast_layer(layer):
     kernel = layer.kernel / layer.threshold
     largest_current = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).max()
     scale = 1.0 + largest_current + np.abs(layer.bound / layer.threshold).max()
-    tolerance = NEGATIVE_SPIKE_TOLERANCE / layer.threshold
+    tolerance = -negative_spike_threshold(layer.tie_rule) / layer.threshold
     return FastLayer(tf.constant(kernel, tf.float32), tf.constant(-layer.bound / layer.threshold, tf.float32),
                      tf.constant(tolerance, tf.float32), DECISION_WINDOW_ULPS * 2.0**-24 * scale,
                      tf.constant(np.moveaxis(layer.kernel, -1, 0)))
@@ -147,7 +147,7 @@ def replay_first_layer(layer, fast, encoded_input, where, time_steps, chunk=4096
     membrane = exact_membrane(layer, fast, encoded_input, None, tf.constant(where, tf.int64)).numpy()
     mem_q, fired = tf.constant(bound), tf.zeros(len(channel), tf.float64)
     for _ in range(time_steps):  # no input after t = 0: the membrane stays, only mem_q moves
-        spikes, mem_q = neuron_step(membrane, mem_q, theta, bound)
+        spikes, mem_q = neuron_step(membrane, mem_q, theta, bound, layer.tie_rule)
         fired += spikes
     return fired.numpy().astype(np.int64)
 
@@ -163,5 +163,5 @@ def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
     threshold, bound = tf.gather(layer.threshold, channel), tf.gather(layer.bound, channel)
     mem_q = bound + tf.cast(previous_counts, tf.float64) * threshold
     d = tf.maximum(exact_membrane(layer, fast, counts_in, cap, where), bound) - mem_q
-    distance = tf.minimum(tf.abs(d - threshold), tf.abs(d + NEGATIVE_SPIKE_TOLERANCE))
-    return spike_decision(d, threshold), distance <= TIE_MARGIN * threshold
+    distance = tf.minimum(tf.abs(d - threshold), tf.abs(d - negative_spike_threshold(layer.tie_rule)))
+    return spike_decision(d, threshold, layer.tie_rule), distance <= TIE_MARGIN * threshold

@@ -10,19 +10,18 @@
 The SNN scripts run the fast engine by default (snn_engine.simulate, `--engine fast`), which
 gives the same logs many times faster; tests/test_snn.py holds the two to identical logs.
 """
-import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from architectures import ARCHITECTURES, BN_EPSILON, NUM_CLASSES, TIME_STEPS, layer_shapes
-from cli import UserError, atomic_path
-from log_format import LOG_BATCH_SIZE, LOG_FILES, steps_to_final  # noqa: F401  (part of this module's interface)
+from architectures import (ARCHITECTURES, BN_EPSILON, NUM_CLASSES, QUANTIZER_TIE_NUDGE, TIE_RULES, TIME_STEPS,
+                           layer_shapes)
+from cli import UserError
+from log_format import LOG_BATCH_SIZE
 
-NEGATIVE_SPIKE_TOLERANCE = 1e-5  # d < -1e-5 fires a negative spike (§4, step 5)
+NEGATIVE_SPIKE_TOLERANCE = 1e-5  # d < -1e-5 fires a negative spike (§4, step 5), under the paper's rule
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,6 +40,7 @@ class SpikingLayer:
     input_shape: tuple  # per sample, e.g. (15, 15, 12) or (400,)
     output_shape: tuple
     synapses_per_input: np.ndarray  # per input unit: output positions reached x output channels (SOPs)
+    tie_rule: str = "paper"  # one of TIE_RULES: which spike_decision its neurons use
 
     @property
     def neurons(self):
@@ -55,14 +55,16 @@ class SpikingNetwork:
     layers: list  # [SpikingLayer]
     out_kernel: np.ndarray  # (units of the last spiking layer, 10): the non-spiking output layer
     params: dict  # the §6 parameters it was converted from (for the lossless check)
+    tie_rule: str = "paper"
 
 
-def fold_batch_norm(kernel, gamma, beta, mean, var, k):
+def fold_batch_norm(kernel, gamma, beta, mean, var, k, tie_rule="paper"):
     """(kernel, theta, b) of one layer: BN and the quantizer folded into the neuron (§3).
 
     A channel with gamma < 0 would get a negative threshold. Its kernel, mean and gamma change
     sign instead: gamma * (z - mean) = (-gamma) * ((-z) - (-mean)), so the layer computes the same
-    BN output while the neuron sees -z and a positive threshold.
+    BN output while the neuron sees -z and a positive threshold. Under the exact tie rule the bound
+    moves down by q_k's nudge, 1e-5 counts = 1e-5 theta, so that the neuron rounds as q_k does.
     """
     sign = np.where(gamma < 0, -1.0, 1.0)
     kernel, gamma, mean = kernel * sign, gamma * sign, mean * sign
@@ -70,6 +72,8 @@ def fold_batch_norm(kernel, gamma, beta, mean, var, k):
     theta = sigma / gamma
     scale = 2.0**k
     bound = (2.0 ** -(k + 1) - beta) * scale * sigma / gamma + scale * mean - theta
+    if tie_rule == "exact":
+        bound = bound - QUANTIZER_TIE_NUDGE * theta
     return kernel, theta, bound
 
 
@@ -93,19 +97,21 @@ def synapse_counts(layer, shape_in):
     return np.repeat(per_position[:, :, None], shape_in[2], axis=2) * layer.units
 
 
-def convert(params):
-    """The spiking network of a §6 parameter dict (from models.load_parameters)."""
+def convert(params, tie_rule="paper"):
+    """The spiking network of a §6 parameter dict (from models.load_parameters), under `tie_rule`."""
     model, k = params["model"], params["k"]
     if k < 0:
         raise UserError("the full-precision model has no spiking version (§3); use k = 0, 1 or 2")
+    if tie_rule not in TIE_RULES:
+        raise ValueError(f"unknown tie rule {tie_rule!r}; expected one of {', '.join(TIE_RULES)}")
     layers = []
     for index, (layer, (shape_in, shape_out)) in enumerate(zip(ARCHITECTURES[model], layer_shapes(model)), start=1):
         kernel, theta, bound = fold_batch_norm(
-            params[f"{layer.name}_kernel"], *(params[f"bn{index}_{field}"] for field in ("gamma", "beta", "mean", "var")), k
-        )
+            params[f"{layer.name}_kernel"], *(params[f"bn{index}_{field}"] for field in ("gamma", "beta", "mean", "var")),
+            k, tie_rule)
         layers.append(SpikingLayer(layer.kind, kernel, layer.stride, theta, bound, shape_in, shape_out,
-                                   synapse_counts(layer, shape_in)))
-    return SpikingNetwork(model, k, layers, params["out_kernel"], params)
+                                   synapse_counts(layer, shape_in), tie_rule))
+    return SpikingNetwork(model, k, layers, params["out_kernel"], params, tie_rule)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,20 +138,28 @@ def synaptic_input(layer, inputs):
 # 3. The negative-spike neuron (§4, steps 4-6)
 
 
-def spike_decision(d, threshold):
-    """§4 step 5: +1 if d > theta, -1 if d < -1e-5, else 0 (same dtype as d)."""
-    return tf.cast(d > threshold, d.dtype) - tf.cast(d < -NEGATIVE_SPIKE_TOLERANCE, d.dtype)
+def negative_spike_threshold(tie_rule):
+    """d below this fires -1: -1e-5 under the paper's rule (§4 step 5), 0 under the exact one."""
+    return -NEGATIVE_SPIKE_TOLERANCE if tie_rule == "paper" else 0.0
 
 
-def neuron_step(mem, mem_q, threshold, bound):
+def spike_decision(d, threshold, tie_rule="paper"):
+    """§4 step 5, in d's dtype: +1 if d > theta (paper) or d >= theta (exact); -1 if d is below
+    negative_spike_threshold; else 0. docs/tie_rule.md derives the exact rule."""
+    fires = d > threshold if tie_rule == "paper" else d >= threshold
+    return tf.cast(fires, d.dtype) - tf.cast(d < negative_spike_threshold(tie_rule), d.dtype)
+
+
+def neuron_step(mem, mem_q, threshold, bound, tie_rule="paper"):
     """One update: returns (spikes in {-1, 0, +1}, new mem_q), as float64 tensors.
 
-    d = max(mem, b) - mem_q; +1 if d > theta, -1 if d < -1e-5, else 0; mem_q += spike * theta.
+    d = max(mem, b) - mem_q; spike = spike_decision(d, theta); mem_q += spike * theta.
     Shapes: mem and mem_q (B, ..., C); threshold and bound (C,).
     """
     mem, mem_q = tf.convert_to_tensor(mem, tf.float64), tf.convert_to_tensor(mem_q, tf.float64)
-    spikes = spike_decision(tf.maximum(mem, bound) - mem_q, threshold)
+    spikes = spike_decision(tf.maximum(mem, bound) - mem_q, threshold, tie_rule)
     return spikes, mem_q + spikes * threshold
+
 
 # ---------------------------------------------------------------------------------------------
 # 4. Counters (§4)
@@ -215,7 +229,8 @@ def simulate_reference(network, frames, time_steps=TIME_STEPS, keep_counts=False
             spikes = []
             for index, layer in enumerate(network.layers):
                 mem[index] += synaptic_input(layer, inputs)
-                layer_spikes, mem_q[index] = neuron_step(mem[index], mem_q[index], layer.threshold, layer.bound)
+                layer_spikes, mem_q[index] = neuron_step(mem[index], mem_q[index], layer.threshold, layer.bound,
+                                                         layer.tie_rule)
                 counts[index] += layer_spikes
                 spikes.append(layer_spikes.numpy())
                 inputs = layer_spikes
@@ -226,47 +241,3 @@ def simulate_reference(network, frames, time_steps=TIME_STEPS, keep_counts=False
             for layer_final, layer_counts in zip(final_counts, counts):
                 layer_final[rows] = layer_counts.numpy()
     return SimulationResult(spikes_log, net_log, sops_log, predictions, final_counts)
-
-
-# ---------------------------------------------------------------------------------------------
-# 6. Logs (§4): one integer per line, batch-major (batch 0 steps 0..T-1, batch 1, ...)
-
-
-def log_columns(result, labels, log_batch_size=LOG_BATCH_SIZE):
-    """The four logs as {file name: int64 array (n_batches, T)}: cumulative counters summed per batch."""
-    n_samples = len(labels)
-    batch_of_sample = np.arange(n_samples) // log_batch_size
-    n_batches = batch_of_sample[-1] + 1
-
-    def per_batch(per_sample):  # (N, T) -> (n_batches, T), summed over the samples of each batch
-        summed = np.zeros((n_batches, per_sample.shape[1]), dtype=np.int64)
-        np.add.at(summed, batch_of_sample, per_sample)
-        return summed
-
-    correct = (result.predictions == np.asarray(labels)[:, None]).astype(np.int64)
-    return {
-        "accuracy.txt": per_batch(correct),
-        "spike_num.txt": per_batch(np.cumsum(result.spikes, axis=1)),
-        "spike_collect.txt": per_batch(np.cumsum(result.net_spikes, axis=1)),
-        "sop_num.txt": per_batch(np.cumsum(result.sops, axis=1)),
-    }
-
-
-def write_logs(log_dir, columns, extra_files=None):
-    """Write the four logs (`log_columns`) into log_dir, plus `extra_files` ({name: text}, e.g. snn_results.json).
-
-    Each goes through a temporary file; all are renamed at the end, `extra_files` last, so an
-    interrupted run leaves the old files, and a new snn_results.json always sits beside its own logs.
-    """
-    log_dir = Path(log_dir)
-    texts = dict(extra_files or {})  # first in, so renamed last: a new snn_results.json means new logs
-    texts.update({name: "".join(f"{value}\n" for value in values.reshape(-1)) for name, values in columns.items()})
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as renames:  # renames happen only if every file was written
-            for name, text in texts.items():
-                temporary = renames.enter_context(atomic_path(log_dir / name))
-                temporary.write_text(text)
-    except OSError as error:
-        raise UserError(f"{log_dir}: cannot write logs ({error.strerror or error})") from None
-    return columns

@@ -25,7 +25,7 @@ import spiking_utils
 from architectures import DISPLAY_NAMES, MODEL_FOLDERS, TIME_STEPS, precision_to_k
 from benchmarks import readme_rows
 from cli import ArgumentParser, UserError, positive_int, run_main, shown
-from figs.snn_logs import read_column
+from log_format import LOG_BATCH_SIZE, log_columns, read_column
 from n_mnist import load_frame_counts
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 
@@ -159,8 +159,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs of the fast engine (default: %(default)s)")
     parser.add_argument(readme_rows.FLAG, action="store_true", help=readme_rows.FLAG_HELP)
     args = parser.parse_args(argv)
-    if args.reference_samples % spiking_utils.LOG_BATCH_SIZE or not 0 < args.reference_samples <= args.samples:
-        raise UserError(f"--reference-samples must be a multiple of the log batch ({spiking_utils.LOG_BATCH_SIZE}) "
+    if args.reference_samples % LOG_BATCH_SIZE or not 0 < args.reference_samples <= args.samples:
+        raise UserError(f"--reference-samples must be a multiple of the log batch ({LOG_BATCH_SIZE}) "
                         f"and at most --samples, so that its log lines compare with whole batches")
     snn_engine.configure_threads()
     params, network, frames, labels = load_network(args.model, args)
@@ -168,12 +168,12 @@ def main(argv=None):
     subset = slice(0, args.reference_samples)
     started = time.perf_counter()
     reference = spiking_utils.simulate_reference(network, frames[subset], args.time_steps, progress=False)
-    reference_logs = {name: values.reshape(-1) for name, values in spiking_utils.log_columns(reference, labels[subset]).items()}
+    reference_logs = {name: values.reshape(-1) for name, values in log_columns(reference, labels[subset]).items()}
     reference_seconds = (time.perf_counter() - started) * args.samples / args.reference_samples
     print(f"reference float64 (§4 as written, batch 50): {reference_seconds:.1f} s for {args.samples} samples "
           f"(extrapolated from {args.reference_samples})")
 
-    n_lines = -(-args.reference_samples // spiking_utils.LOG_BATCH_SIZE)
+    n_lines = -(-args.reference_samples // LOG_BATCH_SIZE)
     fast_times, peaks, identical_logs = [], [], []
     for run in range(1, args.repeats + 1):
         reset_peak_memory()
@@ -181,7 +181,7 @@ def main(argv=None):
         result = snn_engine.simulate(network, frames, args.time_steps, progress=False)
         fast_times.append(time.perf_counter() - started)
         peaks.append(peak_memory_gb())
-        columns = spiking_utils.log_columns(result, labels)
+        columns = log_columns(result, labels)
         identical_logs.append(all(np.array_equal(columns[name][:n_lines].reshape(-1), reference_logs[name])
                                   for name in reference_logs))
         print(f"fast engine run {run}: {fast_times[-1]:.1f} s ({reference_seconds / fast_times[-1]:.1f}x), peak memory "
@@ -191,7 +191,7 @@ def main(argv=None):
     active_steps = (result.spikes > 0).sum(axis=1).mean()
     print(f"samples spike on {active_steps:.1f} of {args.time_steps} steps on average")
     ours = settling_steps(columns["spike_num.txt"])  # the last run's logs, (batches, T)
-    settling = (f"last step with a spike per log batch of {spiking_utils.LOG_BATCH_SIZE}: mean {ours.mean():.1f}, "
+    settling = (f"last step with a spike per log batch of {LOG_BATCH_SIZE}: mean {ours.mean():.1f}, "
                 f"at most {ours.max()}")
     authors = authors_settling_steps(args.model, args.precision, args.time_steps)
     if authors is not None:

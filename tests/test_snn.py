@@ -16,7 +16,6 @@ import models
 import spiking_utils
 from architectures import ARCHITECTURES, MAX_TIME_STEPS, MODEL_FOLDERS, HiddenLayer, layer_shapes, spiking_neuron_count
 from cli import UserError
-from figs import snn_logs
 from conftest import (NOTICE_PATTERNS, REPO, assert_one_line_error, conv2d_valid, random_parameters, run_script, script_paths,
                       weighted_sum, write_parameters)
 import lossless
@@ -24,8 +23,8 @@ import snn_engine
 import snn_float64
 from lossless import quantized_ann
 from snn_engine import simulate
-from spiking_utils import (LOG_FILES, SimulationResult, convert, fold_batch_norm, log_columns, neuron_step,
-                           simulate_reference, steps_to_final, synapse_counts, write_logs)
+from log_format import LOG_FILES, log_columns, read_logs, steps_to_final, write_logs
+from spiking_utils import SimulationResult, convert, fold_batch_norm, neuron_step, simulate_reference, synapse_counts
 
 KS = (0, 1, 2)
 
@@ -558,7 +557,7 @@ def test_a_failing_worker_stops_the_simulation(frames, monkeypatch):
             return step(*step_args)
         return failing_step, fast
 
-    monkeypatch.setattr(spiking_utils, "make_network_step", make_failing_step)
+    monkeypatch.setattr(snn_engine, "make_network_step", make_failing_step)
     with pytest.raises(RuntimeError, match="step failed"):
         simulate(network, np.repeat(frames[2][:4], 25, axis=0), 30, pool_size=2, workers=2, progress=False)
     assert len(calls) < 10  # 100 samples in pools of 2 rows would take more than a hundred steps
@@ -997,7 +996,7 @@ def test_the_batch_size_flag_groups_the_log_lines(frame_data, tmp_path, make_par
                                       batch_size=7, test_limit=20, progress=False)
     assert results["batch_size"] == 7
     assert len((tmp_path / "logs" / "accuracy.txt").read_text().splitlines()) == 3 * 4  # batches of 7, 7, 6
-    log = snn_logs.read_logs(tmp_path / "logs")
+    log = read_logs(tmp_path / "logs")
     assert (log.n_batches, log.n_test) == (3, 20) and log.final_accuracy == results["final_accuracy"]
 
 
@@ -1011,7 +1010,7 @@ def test_a_log_dir_that_cannot_take_the_logs_is_refused_before_the_simulation(ca
     else:
         log_dir, fragment = tmp_path / "logs", "snn_results.json: is a folder; cannot write the log there"
         (log_dir / evaluation.SNN_RESULTS_FILE).mkdir(parents=True)
-    monkeypatch.setattr(spiking_utils, "simulate",
+    monkeypatch.setattr(snn_engine, "simulate",
                         lambda *args, **kwargs: pytest.fail("simulated before the log folder was checked"))
     with pytest.raises(UserError, match=fragment):
         evaluation.evaluate_snn("mlp", "k0", frame_data, tmp_path / "model", log_dir, time_steps=5, test_limit=10,
@@ -1058,7 +1057,7 @@ def test_the_largest_time_steps_value_is_accepted(frame_data, tmp_path, make_par
         assert time_steps == MAX_TIME_STEPS
         raise Simulated
 
-    monkeypatch.setattr(spiking_utils, "simulate", simulate)
+    monkeypatch.setattr(snn_engine, "simulate", simulate)
     with pytest.raises(Simulated):
         evaluation.evaluate_snn("mlp", "k0", frame_data, tmp_path / "model", tmp_path / "logs",
                                 time_steps=MAX_TIME_STEPS, test_limit=5, progress=False)

@@ -133,7 +133,7 @@ def summary(report, n_test):
     return (f"lossless check: {report['mismatching_neurons']} neurons "
             f"({100 * report['mismatching_neuron_share']:.4f}%, in {report['samples_with_mismatching_neurons']} samples, "
             f"{100 * report['samples_with_mismatching_neurons_share']:.2f}%) differ from 2^k x the quantized ANN: "
-            f"{report['rounding_tie_neurons']} at 1e-5 rounding ties of their own (§3), "
+            f"{report['rounding_tie_neurons']} at rounding ties of their own (§3), "
             f"{report['downstream_of_ties_neurons']} downstream of those, {unsettled}"
             f"{report['other_mismatching_neurons']} otherwise; "
             f"{report['mismatching_predictions']} of {n_test} predictions differ "

@@ -145,10 +145,9 @@ def replay_first_layer(layer, fast, encoded_input, where, time_steps, chunk=4096
     channel = where[:, -1]
     theta, bound = layer.threshold[channel], layer.bound[channel]
     membrane = exact_membrane(layer, fast, encoded_input, None, tf.constant(where, tf.int64)).numpy()
-    mem_q, fired = tf.constant(bound), tf.zeros(len(channel), tf.float64)
-    for _ in range(time_steps):  # no input after t = 0: the membrane stays, only mem_q moves
-        spikes, mem_q = neuron_step(membrane, mem_q, theta, bound, layer.tie_rule)
-        fired += spikes
+    fired = tf.zeros(len(channel), tf.float64)
+    for _ in range(time_steps):  # no input after t = 0: the membrane stays, only the count moves
+        fired += neuron_step(membrane, fired, theta, bound, layer.tie_rule)
     return fired.numpy().astype(np.int64)
 
 

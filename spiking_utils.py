@@ -150,15 +150,17 @@ def spike_decision(d, threshold, tie_rule="paper"):
     return tf.cast(fires, d.dtype) - tf.cast(d < negative_spike_threshold(tie_rule), d.dtype)
 
 
-def neuron_step(mem, mem_q, threshold, bound, tie_rule="paper"):
-    """One update: returns (spikes in {-1, 0, +1}, new mem_q), as float64 tensors.
+def neuron_step(mem, count, threshold, bound, tie_rule="paper"):
+    """One update of §4 steps 4-6: returns the spikes in {-1, 0, +1} (float64); the caller adds them to count.
 
-    d = max(mem, b) - mem_q; spike = spike_decision(d, theta); mem_q += spike * theta.
-    Shapes: mem and mem_q (B, ..., C); threshold and bound (C,).
+    §4's shadow potential mem_q starts at b and gains spike * theta at every step, so it is
+    b + n theta, n the net spike count. It is computed that way, from the exact count: summed step
+    by step, floating point would leave it an ulp off after spikes that cancel, which the paper's
+    -1e-5 tolerance hides but the exact rule's comparison with 0 would see as a deficit.
+    d = max(mem, b) - mem_q. Shapes: mem and count (B, ..., C); threshold and bound (C,).
     """
-    mem, mem_q = tf.convert_to_tensor(mem, tf.float64), tf.convert_to_tensor(mem_q, tf.float64)
-    spikes = spike_decision(tf.maximum(mem, bound) - mem_q, threshold, tie_rule)
-    return spikes, mem_q + spikes * threshold
+    mem, count = tf.convert_to_tensor(mem, tf.float64), tf.convert_to_tensor(count, tf.float64)
+    return spike_decision(tf.maximum(mem, bound) - (bound + count * threshold), threshold, tie_rule)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,15 +224,13 @@ def simulate_reference(network, frames, time_steps=TIME_STEPS, keep_counts=False
         frame = tf.constant(frames[start : start + batch_size], tf.float64) * 2.0**network.k
         rows = slice(start, start + len(frame))
         mem = [tf.zeros((len(frame), *layer.output_shape), tf.float64) for layer in network.layers]
-        mem_q = [m + layer.bound for m, layer in zip(mem, network.layers)]  # starts at b
-        counts = [tf.zeros_like(m) for m in mem]
+        counts = [tf.zeros_like(m) for m in mem]  # net spike counts: mem_q = b + counts * theta
         for t in range(time_steps):
             inputs = frame if t == 0 else tf.zeros_like(frame)
             spikes = []
             for index, layer in enumerate(network.layers):
                 mem[index] += synaptic_input(layer, inputs)
-                layer_spikes, mem_q[index] = neuron_step(mem[index], mem_q[index], layer.threshold, layer.bound,
-                                                         layer.tie_rule)
+                layer_spikes = neuron_step(mem[index], counts[index], layer.threshold, layer.bound, layer.tie_rule)
                 counts[index] += layer_spikes
                 spikes.append(layer_spikes.numpy())
                 inputs = layer_spikes

@@ -97,13 +97,14 @@ def float64_steps(network, frames, time_steps):
     first, *layers = network.layers
     first_counts = snn_float64.first_layer_spike_counts(first, frames.astype(np.float64) * 2.0**network.k, time_steps)
     mem = [np.zeros((len(frames), *layer.output_shape)) for layer in layers]
-    mem_q = [np.broadcast_to(layer.bound, m.shape) for layer, m in zip(layers, mem)]
+    counts = [np.zeros_like(m) for m in mem]
     for t in range(time_steps):
         spikes = (first_counts > t).astype(np.float64)
         for index, layer in enumerate(layers):
             inputs = spikes
             mem[index] = mem[index] + spiking_utils.synaptic_input(layer, inputs).numpy()
-            spikes, mem_q[index] = (np.asarray(a) for a in spiking_utils.neuron_step(mem[index], mem_q[index], layer.threshold, layer.bound))
+            spikes = np.asarray(spiking_utils.neuron_step(mem[index], counts[index], layer.threshold, layer.bound))
+            counts[index] = counts[index] + spikes
             yield t, index, inputs, mem[index], spikes
 
 

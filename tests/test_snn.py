@@ -41,40 +41,38 @@ SNN_CASES = [(model, f"k{k}") for model in MODELS for k in KS]
 # The neuron (§4 steps 4-6)
 
 
-def step(mem, mem_q, theta, bound):
-    spikes, new_q = neuron_step(np.array([[mem]], dtype=np.float64), np.array([[mem_q]], dtype=np.float64),
-                                np.array([theta]), np.array([bound]))
-    return float(np.asarray(spikes)[0, 0]), float(np.asarray(new_q)[0, 0])
+def step(mem, count, tie_rule, theta=0.5, bound=-1.0):
+    spikes = neuron_step(np.array([[mem]]), np.array([[count]], dtype=np.float64), np.array([theta]), np.array([bound]),
+                         tie_rule)
+    return float(np.asarray(spikes)[0, 0])
 
 
-@pytest.mark.parametrize("mem,mem_q,expected_spike", [
-    (1.0, 0.25, 1),          # d = 0.75 > theta = 0.5: positive spike
-    (0.75, 0.25, 0),         # d = theta exactly: no spike (strict >)
-    (0.5, 0.25, 0),          # 0 < d < theta
-    (0.25, 0.25, 0),         # d = 0
-    (100.0, 0.25, 1),        # d = 199.5 thetas: still a single spike
-    (0.25, 0.25 + 2**-16, -1),  # d = -1.53e-5 < -1e-5: negative spike
-    (0.0, 1e-5, 0),          # d = -1e-5 exactly: no spike (strict <)
-    (0.0, 0.5e-5, 0),        # d = -0.5e-5: inside the tolerance
-    (0.0, 0.0, 0),
-    (-50.0, 30.0, -1),       # d = -31 (bound -1): a single negative spike
-    (-3.0, -1.0, 0),         # mem below the bound b = -1, mem_q = b: d = 0, the ReLU's zero
-    (-3.0, 0.5, -1),         # mem below b after spikes: counts return towards zero
+# theta = 0.5, b = -1, so mem_q = b + n theta; (paper, exact) spikes
+@pytest.mark.parametrize("mem,count,paper,exact", [
+    (1.0, 2, 1, 1),              # d = 1.0 > theta: positive spike
+    (0.5, 2, 0, 1),              # d = theta exactly: none under the paper's strict >, one under the exact >=
+    (0.25, 2, 0, 0),             # 0 < d < theta
+    (0.0, 2, 0, 0),              # d = 0
+    (100.0, 2, 1, 1),            # d = 200 thetas: still a single spike
+    (-2**-16, 2, -1, -1),        # d = -1.53e-5 < -1e-5: negative spike
+    (-1e-5, 2, 0, -1),           # d = -1e-5 exactly: the paper's strict < -1e-5 fires none; exact: d < 0
+    (-0.5e-5, 2, 0, -1),         # inside the paper's tolerance
+    (-3.0, 0, 0, 0),             # mem below the bound b = -1 with no spike yet: d = 0, the ReLU's zero
+    (-50.0, 62, -1, -1),         # d = -1 - 30 = -31: a single negative spike
+    (-3.0, 3, -1, -1),           # mem below b after spikes: counts return towards zero
 ])
-def test_neuron_step_hand_cases(mem, mem_q, expected_spike):
-    spike, new_q = step(mem, mem_q, theta=0.5, bound=-1.0)
-    assert spike == expected_spike
-    assert new_q == mem_q + expected_spike * 0.5
+def test_neuron_step_hand_cases(mem, count, paper, exact):
+    assert step(mem, count, "paper") == paper
+    assert step(mem, count, "exact") == exact
 
 
 def test_neuron_step_broadcasts_threshold_and_bound_per_channel():
     mem = np.array([[[2.0, 2.0, -5.0]], [[0.0, 0.1, 3.0]]])  # (B=2, 1, C=3)
-    mem_q = np.array([[[0.0, 0.0, 0.0]], [[0.0, 0.5, 3.5]]])
+    counts = np.array([[[0.0, 1.0, 4.0]], [[0.0, 1.0, 18.0]]])
     theta, bound = np.array([1.0, 3.0, 0.25]), np.array([0.0, -2.0, -1.0])
-    spikes, new_q = (np.asarray(a) for a in neuron_step(mem, mem_q, theta, bound))
-    # d = [[2, 2, -1], [0, -0.4, -0.5]]
+    spikes = np.asarray(neuron_step(mem, counts, theta, bound))
+    # mem_q = b + n theta = [[0, 1, 0], [0, 1, 3.5]]; d = max(mem, b) - mem_q = [[2, 1, -1], [0, -0.9, -0.5]]
     np.testing.assert_array_equal(spikes, [[[1, 0, -1]], [[0, -1, -1]]])
-    np.testing.assert_array_equal(new_q, mem_q + spikes * theta)
     assert set(np.unique(spikes)) <= {-1.0, 0.0, 1.0}
 
 
@@ -84,20 +82,20 @@ def test_neuron_settles_at_floor_counted_from_the_bound(excess, expected_count):
     """mem_q starts at b; a constant mem = b + excess * theta gives floor(excess) spikes, one per step,
     all positive (an exact integer excess gives one less: d must exceed theta). Below b: nothing."""
     theta, bound = 0.375, -0.625
-    mem, mem_q, spikes = bound + excess * theta, bound, []
+    mem, count, spikes = bound + excess * theta, 0, []
     for _ in range(12):
-        spike, mem_q = step(mem, mem_q, theta, bound)
-        spikes.append(spike)
+        spikes.append(step(mem, count, "paper", theta, bound))
+        count += spikes[-1]
     assert spikes == [1.0] * expected_count + [0.0] * (12 - expected_count)
 
 
 def test_neuron_returns_from_above_with_negative_spikes():
     theta, bound = 0.5, 0.0
-    mem_q, counts = bound, []
+    count, spikes = 0, []
     for mem_at_step in [2.6] * 6 + [1.1] * 6 + [-3.0] * 4:  # count 5, then 2, then 0 (mem < b acts as ReLU)
-        spike, mem_q = step(mem_at_step, mem_q, theta, bound)
-        counts.append(spike)
-    assert counts == [1] * 5 + [0] + [-1] * 3 + [0] * 3 + [-1] * 2 + [0] * 2
+        spikes.append(step(mem_at_step, count, "paper", theta, bound))
+        count += spikes[-1]
+    assert spikes == [1] * 5 + [0] + [-1] * 3 + [0] * 3 + [-1] * 2 + [0] * 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,10 +568,9 @@ def test_first_layer_closed_form_equals_the_recurrence(model, k, frames):
     x = frames[2][:16].astype(np.float64) * 2.0**k
     layer = convert(random_parameters(model, k, seed=500 + k, frames=frames[2])).layers[0]
     mem = np.asarray(spiking_utils.synaptic_input(layer, x))
-    mem_q, expected = np.broadcast_to(layer.bound, mem.shape), np.zeros(mem.shape)
+    expected = np.zeros(mem.shape)
     for t in range(1, 41):
-        spikes, mem_q = (np.asarray(a) for a in neuron_step(mem, mem_q, layer.threshold, layer.bound))
-        expected += spikes
+        expected += np.asarray(neuron_step(mem, expected, layer.threshold, layer.bound))
         if t in (3, 40):  # capped at T = 3 for many neurons; complete at T = 40
             np.testing.assert_array_equal(snn_float64.first_layer_spike_counts(layer, x, t), expected)
     assert expected.max() > 3 and (expected == 0).any()
@@ -759,18 +756,24 @@ def test_evaluate_snn_end_to_end(model, frame_data, frames, script_runs, tmp_pat
     assert saved["positive_spikes_per_sample"] + saved["negative_spikes_per_sample"] == pytest.approx(final["spike_num.txt"] / n_test)
     assert saved["positive_spikes_per_sample"] > 0 and saved["negative_spikes_per_sample"] >= 0
 
-    report = saved["lossless_check"]
-    assert f"lossless check: {report['mismatching_neurons']} neurons" in out
-    assert f"{report['other_mismatching_neurons']} otherwise" in out
-    assert report["other_mismatching_neurons"] == 0  # every difference is a 1e-5 rounding tie or downstream of one
-    assert report["rounding_tie_neurons"] + report["downstream_of_ties_neurons"] == report["mismatching_neurons"]
-    assert f"{report['mismatching_predictions']} of {n_test} predictions differ" in out
-    assert report["mismatching_predictions"] <= 1  # only a rounding tie could flip one
-    assert report["mismatching_neurons"] <= 1e-4 * n_test * spiking_neuron_count(model)
+    assert saved["tie_rule"] == "paper" and sorted(saved["lossless_check"]) == ["exact", "paper"]
+    for rule, report in saved["lossless_check"].items():
+        assert f"{rule} tie rule: lossless check: {report['mismatching_neurons']} neurons" in out
+        assert f"{report['other_mismatching_neurons']} otherwise" in out
+        assert report["other_mismatching_neurons"] == 0  # every difference is a rounding tie or downstream of one
+        assert report["rounding_tie_neurons"] + report["downstream_of_ties_neurons"] == report["mismatching_neurons"]
+        assert f"{report['mismatching_predictions']} of {n_test} predictions differ" in out
+        assert report["mismatching_predictions"] <= 1  # only a rounding tie could flip one
+        assert report["mismatching_neurons"] <= 1e-4 * n_test * spiking_neuron_count(model)
+    assert saved["lossless_check"]["exact"]["mismatching_neurons"] == 0  # the exact rule has no windows
     # lossless: the SNN's final accuracy is the quantized ANN's (Keras, float32) accuracy on the same
     # samples, up to one sample whose float32 activations land on the other side of a rounding tie
     ann = evaluation.evaluate_ann(model, "k1", frame_data, model_dir, test_limit=n_test)
     assert abs(saved["final_accuracy"] - ann["accuracy"]) <= 1 / n_test + 1e-12
+    # the float64 quantized ANN, which the lossless check compares with, differs from Keras' float32 one
+    # only in the samples counted as disagreeing
+    assert abs(ann["float64_accuracy"] - ann["accuracy"]) <= ann["float64_disagreements"] / n_test + 1e-12
+    assert saved["lossless_check"]["exact"]["mismatching_predictions"] == 0
 
 
 def test_evaluate_snn_interrupted_while_writing_leaves_no_logs(frame_data, tmp_path, make_params, monkeypatch):
@@ -1084,12 +1087,12 @@ def test_the_lossless_line_reports_each_count_and_share():
               "downstream_of_ties_neurons": 4, "samples_still_spiking_at_the_last_step": 2, "unsettled_neurons": 5,
               "other_mismatching_neurons": 1, "mismatching_predictions": 1, "mismatching_prediction_share": 1 / 40,
               "first_step_all_predictions_match": None}
-    assert evaluation.lossless_summary(report, 40) == (
+    assert lossless.summary(report, 40) == (
         "lossless check: 12 neurons (0.1500%, in 3 samples, 7.50%) differ from 2^k x the quantized ANN: "
-        "2 at 1e-5 rounding ties of their own (§3), 4 downstream of those, 5 in the 2 samples still spiking "
+        "2 at rounding ties of their own (§3), 4 downstream of those, 5 in the 2 samples still spiking "
         "at the last step (not settled: more --time-steps), 1 otherwise; 1 of 40 predictions differ (2.50%); "
         "the predictions never all match")
     report.update(samples_still_spiking_at_the_last_step=0, unsettled_neurons=0, mismatching_predictions=0,
                   mismatching_prediction_share=0.0, first_step_all_predictions_match=17)
-    assert evaluation.lossless_summary(report, 40).endswith(
+    assert lossless.summary(report, 40).endswith(
         "4 downstream of those, 1 otherwise; 0 of 40 predictions differ (0.00%); all predictions match from step 17")

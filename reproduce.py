@@ -21,7 +21,7 @@ from pathlib import Path
 import n_mnist
 import paths as output_paths
 import preprocessing_n_mnist
-from architectures import (DISPLAY_NAMES, EPOCHS, MODEL_NAMES, PRECISIONS, SEED, TIME_STEPS, ann_ops_per_sample,
+from architectures import (BATCH_SIZE, DISPLAY_NAMES, EPOCHS, LEARNING_RATE, MODEL_NAMES, PRECISIONS, SEED, TIME_STEPS, ann_ops_per_sample,
                            precision_to_k)
 from cli import (REPO_ROOT, TF_NOTICES_HELP, ArgumentParser, UserError, import_tensorflow, is_number, read_json_object,
                  run_main, shown, write_text_atomic)
@@ -124,16 +124,17 @@ def complete_results(path, keys, inputs, lossless=False, **expected):
 
 def read_state_or_none(model_dir):
     """The training state, or None when there is none or it is unreadable (the stage then starts afresh)."""
-    import training
+    import checkpointing
 
     try:
-        return training.read_state(model_dir)
+        return checkpointing.read_state(model_dir)
     except UserError:
         return None
 
 
 def build_stages(args, paths, screen=sys.stdout):
     """[(name, is_complete, run)] in the order the study runs them; run() returns a one-line summary."""
+    import checkpointing
     import evaluation
     import training
 
@@ -166,7 +167,7 @@ def build_stages(args, paths, screen=sys.stdout):
     @functools.cache
     def wanted_settings():  # what this run trains with, the training data's CRC-32 included
         x_train, y_train, _, _ = n_mnist.load_frames(data, train_limit=args.train_limit, test_limit=0)
-        return training.run_settings(training.BATCH_SIZE, training.LEARNING_RATE, args.seed, x_train, y_train)
+        return checkpointing.run_settings(BATCH_SIZE, LEARNING_RATE, args.seed, x_train, y_train)
 
     def simulated(model, precision):  # the SNN's logs are this run's: its test samples and T, its model and data
         results = paths.log_dir(model, precision) / SNN_RESULTS_FILE
@@ -174,7 +175,7 @@ def build_stages(args, paths, screen=sys.stdout):
                                 lossless=True, n_test=test_size(), time_steps=args.time_steps) is not None
 
     def same_training(state):  # the state was trained with this run's settings, on the same data
-        return state is not None and training.changed_setting(state, wanted_settings()) is None
+        return state is not None and checkpointing.changed_setting(state, wanted_settings()) is None
 
     for model in args.models:
         for precision in args.precisions:

@@ -65,6 +65,15 @@ def read_state(model_dir):
     return state
 
 
+def read_state_or_none(model_dir):
+    """The training state, or None when there is none or it is unreadable: for reproduce.py, which
+    only asks how far a run got (an unreadable one is trained afresh), never resumes a broken one."""
+    try:
+        return read_state(model_dir)
+    except UserError:
+        return None
+
+
 def run_settings(batch_size, learning_rate, seed, x_train, y_train):
     """What a run is trained with, kept in its state: a resumed run must use the same.
 

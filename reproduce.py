@@ -120,7 +120,7 @@ def build_stages(args, screen=sys.stdout):
         def train():
             state = this_runs_state()
             resume = not args.force and state is not None and state["epochs_done"] <= args.epochs
-            progress = epoch_progress(f"[{stage_number(stages, name)}] {name}", args.epochs, screen)
+            progress = epoch_progress(screen_prefix(stages, name), args.epochs, screen)
             history = training.train(model, precision, data, model_dir, epochs=args.epochs, seed=args.seed,
                                      resume=resume, train_limit=args.train_limit, verbose=2, callbacks=[progress])
             last = history[-1]
@@ -188,10 +188,10 @@ def build_stages(args, screen=sys.stdout):
     return stages
 
 
-def stage_number(stages, name):
-    """`n/N` of the stage called `name`, e.g. ` 3/25`."""
-    names = [stage.name for stage in stages]
-    return f"{names.index(name) + 1:2d}/{len(names)}" if name in names else "?"
+def screen_prefix(stages, name):
+    """How the screen line of the stage called `name` starts, e.g. `[ 3/25] train lenet k0`."""
+    number = [stage.name for stage in stages].index(name) + 1
+    return f"[{number:2d}/{len(stages)}] {name}"
 
 
 def covers_whole_study(args):
@@ -211,11 +211,12 @@ def read_timings(path):
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                             epilog=TF_NOTICES_HELP)
+    raw, demo_data = preprocessing_n_mnist.DEFAULT_RAW, preprocessing_n_mnist.DEFAULT_DEMO_OUT
     parser.add_argument("--demo", action="store_true", help=f"offline demo recordings and a short schedule ({DEMO_EPOCHS} epochs)")
-    parser.add_argument("--raw", type=Path, default=preprocessing_n_mnist.DEFAULT_RAW,
-                        help=f"N-MNIST recordings: Train/ and Test/ folders or Train.zip and Test.zip (default: {shown(preprocessing_n_mnist.DEFAULT_RAW)})")
+    parser.add_argument("--raw", type=Path, default=raw, help="N-MNIST recordings: Train/ and Test/ folders or Train.zip "
+                                                              f"and Test.zip (default: {shown(raw)})")
     parser.add_argument("--data", type=Path, default=None,
-                        help=f"frame dataset (default: {shown(n_mnist.DEFAULT_DATA)}, or {shown(preprocessing_n_mnist.DEFAULT_DEMO_OUT)} with --demo)")
+                        help=f"frame dataset (default: {shown(n_mnist.DEFAULT_DATA)}, or {shown(demo_data)} with --demo)")
     parser.add_argument("--out-root", type=Path, default=REPO_ROOT,
                         help="where <Model>/checkpoints, <Model>/figs and RESULTS.md go (default: the repository)")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), metavar="MODEL",
@@ -230,13 +231,14 @@ def parse_args(argv=None):
     parser.add_argument("--force", action="store_true",
                         help="redo every stage, even complete ones (the data stage only when no --models or "
                              "--precisions narrow the run)")
-    parser.add_argument("--update-readme", action="store_true", help="also copy the results table (and the paper's, where README.md has its block) into README.md")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="also copy the results table into README.md, and the paper's where README.md has its block")
     args = parser.parse_args(argv)
     args.models = list(dict.fromkeys(args.models))  # each once, in the order given
     args.precisions = list(dict.fromkeys(args.precisions))
     if args.epochs is None:
         args.epochs = DEMO_EPOCHS if args.demo else EPOCHS
-    args.data = args.data or (preprocessing_n_mnist.DEFAULT_DEMO_OUT if args.demo else n_mnist.DEFAULT_DATA)
+    args.data = args.data or (demo_data if args.demo else n_mnist.DEFAULT_DATA)
     return args
 
 
@@ -280,8 +282,8 @@ def main(argv=None):
         raise UserError(f"{args.out_root}: cannot write there ({error.strerror or error})") from None
     started, ran_now = time.perf_counter(), set()
     print(f"{len(stages)} stages; each stage's full output goes to {shown(stage_log)}", flush=True)
-    for number, stage in enumerate(stages, start=1):
-        prefix = f"[{number:2d}/{len(stages)}] {stage.name}"
+    for stage in stages:
+        prefix = screen_prefix(stages, stage.name)
         # --force rebuilds the data only for the whole study: new data would make every other model's outputs stale
         forced = args.force and (stage.name != "data" or covers_whole_study(args))
         if not forced and stage.is_complete():

@@ -66,8 +66,8 @@ def read_state(model_dir):
 
 
 def read_state_or_none(model_dir):
-    """The training state, or None when there is none or it is unreadable: for reproduce.py, which
-    only asks how far a run got (an unreadable one is trained afresh), never resumes a broken one."""
+    """The training state, or None when there is none or it is unreadable: for the study (reproduce.py,
+    report.py), which only asks how far a run got; a run with an unreadable state is trained afresh."""
     try:
         return read_state(model_dir)
     except UserError:

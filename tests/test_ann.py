@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpointing
 import commands
 import evaluation
 import models
+import paths
 import training
 from architectures import ARCHITECTURES, BN_EPSILON, BN_MOMENTUM, MODEL_NAMES, PRECISIONS, precision_to_k
 from cli import UserError
@@ -256,7 +258,7 @@ def test_model_computes_section_2(model, precision, frames, make_params):
 
 
 def read_log(model_dir):
-    lines = (Path(model_dir) / training.LOG_FILE).read_text().splitlines()
+    lines = (Path(model_dir) / checkpointing.LOG_FILE).read_text().splitlines()
     assert lines[0] == "epoch,loss,accuracy,seconds"
     return [line.split(",") for line in lines[1:]]
 
@@ -329,7 +331,7 @@ def assert_same_run(model_dir, reference_dir, epochs=3):
     rows, reference_rows = read_log(model_dir), read_log(reference_dir)
     assert [int(row[0]) for row in rows] == list(range(1, epochs + 1))
     assert [row[1:3] for row in rows] == [row[1:3] for row in reference_rows]  # loss and accuracy per epoch
-    state = json.loads((model_dir / training.STATE_FILE).read_text())
+    state = json.loads((model_dir / checkpointing.STATE_FILE).read_text())
     assert state["epochs_done"] == epochs and len(state["history"]) == epochs
     assert sorted(p.name for p in model_dir.glob("checkpoint_epoch*.keras")) == [f"checkpoint_epoch{epochs:04d}.keras"]
     assert not list(model_dir.glob(".*tmp*")), list(model_dir.iterdir())
@@ -348,7 +350,7 @@ def test_resume_equals_uninterrupted_run(model, precision, frame_data, tmp_path,
     assert_same_arrays(read_arrays(tmp_path / models.PARAMETERS_FILE), before)
 
 
-class KilledMidEpoch(training.EpochCheckpoint):
+class KilledMidEpoch(checkpointing.EpochCheckpoint):
     """Raises KeyboardInterrupt in the middle of the second epoch (after its first batch)."""
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -363,10 +365,10 @@ class KilledMidEpoch(training.EpochCheckpoint):
 @pytest.mark.parametrize("model,precision", RESUME_CASES)
 def test_resume_after_kill_mid_epoch(model, precision, frame_data, tmp_path, uninterrupted, monkeypatch):
     with monkeypatch.context() as patch:
-        patch.setattr(training, "EpochCheckpoint", KilledMidEpoch)
+        patch.setattr(checkpointing, "EpochCheckpoint", KilledMidEpoch)
         with pytest.raises(KeyboardInterrupt):
             train_quietly(model, precision, frame_data, tmp_path, epochs=3)
-    state = json.loads((tmp_path / training.STATE_FILE).read_text())
+    state = json.loads((tmp_path / checkpointing.STATE_FILE).read_text())
     assert state["epochs_done"] == 1 and len(read_log(tmp_path)) == 1
     train_quietly(model, precision, frame_data, tmp_path, epochs=3, resume=True)
     assert_same_run(tmp_path, uninterrupted[model, precision])
@@ -375,19 +377,19 @@ def test_resume_after_kill_mid_epoch(model, precision, frame_data, tmp_path, uni
 def test_resume_after_kill_between_checkpoint_and_state(frame_data, tmp_path, uninterrupted, monkeypatch):
     """Killed after epoch 2's checkpoint was written but before the state named it: resume from epoch 1."""
     model, precision = RESUME_CASES[0]
-    real_write = training.write_text_atomic
+    real_write = checkpointing.write_text_atomic
 
     def write(path, text):
-        if Path(path).name == training.STATE_FILE and json.loads(text)["epochs_done"] == 2:
+        if Path(path).name == checkpointing.STATE_FILE and json.loads(text)["epochs_done"] == 2:
             raise KeyboardInterrupt
         real_write(path, text)
 
     with monkeypatch.context() as patch:
-        patch.setattr(training, "write_text_atomic", write)
+        patch.setattr(checkpointing, "write_text_atomic", write)
         with pytest.raises(KeyboardInterrupt):
             train_quietly(model, precision, frame_data, tmp_path, epochs=3)
     assert (tmp_path / "checkpoint_epoch0002.keras").is_file()  # orphan: the state still names epoch 1
-    assert json.loads((tmp_path / training.STATE_FILE).read_text())["epochs_done"] == 1
+    assert json.loads((tmp_path / checkpointing.STATE_FILE).read_text())["epochs_done"] == 1
     train_quietly(model, precision, frame_data, tmp_path, epochs=3, resume=True)
     assert_same_run(tmp_path, uninterrupted[model, precision])
 
@@ -416,7 +418,7 @@ def test_resume_refuses_another_model_or_precision(model, precision, fragment, f
                        read_arrays(one_epoch_mlp_k1 / models.PARAMETERS_FILE))  # nothing was touched
 
 
-@pytest.mark.parametrize("remove", [training.STATE_FILE, "checkpoint_epoch0001.keras"])
+@pytest.mark.parametrize("remove", [checkpointing.STATE_FILE, "checkpoint_epoch0001.keras"])
 def test_resume_without_state_or_checkpoint_is_an_error(remove, frame_data, one_epoch_mlp_k1, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch_mlp_k1, model_dir)
@@ -444,7 +446,7 @@ def test_resume_checks_the_checkpoint_itself_not_only_the_state(frame_data, one_
 def test_a_malformed_training_state_is_a_one_line_error(change, frame_data, one_epoch_mlp_k1, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch_mlp_k1, model_dir)
-    state_path = model_dir / training.STATE_FILE
+    state_path = model_dir / checkpointing.STATE_FILE
     state_path.write_text(change if isinstance(change, str) else json.dumps({**json.loads(state_path.read_text()), **change}))
     with pytest.raises(UserError, match="training_state.json: (malformed|unreadable) training state"):
         train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
@@ -462,13 +464,13 @@ def test_resume_refuses_other_settings_than_the_interrupted_run(change, flag, fr
     options = {"epochs": 2, **change}
     with pytest.raises(UserError, match=flag if flag != "--epochs" else "finished 1 epochs already, more than --epochs 0"):
         train_quietly("mlp", "k1", frame_data, model_dir, resume=True, **options)
-    assert json.loads((model_dir / training.STATE_FILE).read_text())["epochs_done"] == 1  # nothing was touched
+    assert json.loads((model_dir / checkpointing.STATE_FILE).read_text())["epochs_done"] == 1  # nothing was touched
 
 
 def test_starting_afresh_removes_every_output_of_the_earlier_run(frame_data, one_epoch_mlp_k1, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch_mlp_k1, model_dir)
-    (model_dir / training.ANN_RESULTS_FILE).write_text("{}")
+    (model_dir / paths.ANN_RESULTS_FILE).write_text("{}")
     with pytest.raises(UserError, match="NaN or infinite in epoch 1; no epoch finished, nothing was written"):
         train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, learning_rate=1e38)
     assert sorted(path.name for path in model_dir.iterdir()) == []  # no stale parameters to evaluate by mistake
@@ -527,18 +529,18 @@ def test_nan_loss_in_the_script_is_one_line_and_nothing_else_on_stderr(frame_dat
 
 
 def test_nan_loss_keeps_the_last_good_epoch(frame_data, tmp_path, monkeypatch, uninterrupted):
-    real_end = training.EpochCheckpoint.on_epoch_end
+    real_end = checkpointing.EpochCheckpoint.on_epoch_end
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 1:  # the second epoch "diverged"
             logs = {**(logs or {}), "loss": float("nan")}
         return real_end(self, epoch, logs)
 
-    monkeypatch.setattr(training.EpochCheckpoint, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(checkpointing.EpochCheckpoint, "on_epoch_end", on_epoch_end)
     with pytest.raises(UserError, match="NaN or infinite in epoch 2") as error:
         train_quietly("mlp", "k1", frame_data, tmp_path, epochs=3)
     assert "kept the checkpoint of epoch 1" in str(error.value)
-    state = json.loads((tmp_path / training.STATE_FILE).read_text())
+    state = json.loads((tmp_path / checkpointing.STATE_FILE).read_text())
     assert state["epochs_done"] == 1 and [int(row[0]) for row in read_log(tmp_path)] == [1]  # training stopped
     assert [p.name for p in tmp_path.glob("checkpoint_epoch*.keras")] == ["checkpoint_epoch0001.keras"]
     saved = read_arrays(tmp_path / models.PARAMETERS_FILE)
@@ -553,7 +555,7 @@ def test_nan_loss_keeps_the_last_good_epoch(frame_data, tmp_path, monkeypatch, u
 @pytest.mark.parametrize("bad_value", [np.inf, 1e38])
 def test_diverged_weights_after_a_finite_loss_are_not_kept(bad_value, frame_data, tmp_path, monkeypatch):
     """The loss is measured before each update: weights the epoch's last update broke are caught too."""
-    real_end = training.EpochCheckpoint.on_epoch_end
+    real_end = checkpointing.EpochCheckpoint.on_epoch_end
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 1:  # the second epoch's last update "diverged"; its mean loss stayed finite
@@ -561,11 +563,11 @@ def test_diverged_weights_after_a_finite_loss_are_not_kept(bad_value, frame_data
             kernel.assign(np.full(kernel.shape, bad_value, np.float32))
         return real_end(self, epoch, logs)
 
-    monkeypatch.setattr(training.EpochCheckpoint, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(checkpointing.EpochCheckpoint, "on_epoch_end", on_epoch_end)
     with pytest.raises(UserError, match="NaN or infinite in epoch 2; kept the checkpoint of epoch 1"):
         train_quietly("mlp", "k1", frame_data, tmp_path, epochs=3)
     saved = read_arrays(tmp_path / models.PARAMETERS_FILE)
-    assert json.loads((tmp_path / training.STATE_FILE).read_text())["epochs_done"] == 1
+    assert json.loads((tmp_path / checkpointing.STATE_FILE).read_text())["epochs_done"] == 1
     assert np.abs(saved["dense1_kernel"]).max() < 100  # epoch 1's weights, not the broken ones
 
 
@@ -576,7 +578,7 @@ def test_ann_evaluation_refuses_parameters_that_give_non_finite_outputs(frame_da
     with pytest.raises(UserError, match="non-finite outputs") as error:
         evaluation.evaluate_ann("mlp", "k1", frame_data, tmp_path, test_limit=20)
     assert str(tmp_path / models.PARAMETERS_FILE) in str(error.value)
-    assert not (tmp_path / training.ANN_RESULTS_FILE).exists()
+    assert not (tmp_path / paths.ANN_RESULTS_FILE).exists()
 
 
 def test_a_test_limit_beyond_the_split_uses_it_all_and_says_so(frame_data, tmp_path, capsys):
@@ -618,12 +620,12 @@ def test_resume_refuses_other_training_data_of_the_same_size(change, frame_data,
 
 def test_a_state_from_before_a_setting_was_recorded_still_resumes_and_counts_as_the_same_run():
     x, y = np.zeros((4, 34, 34, 1), np.float32), np.arange(4)
-    settings = training.run_settings(200, 1e-4, 0, x, y)
+    settings = checkpointing.run_settings(200, 1e-4, 0, x, y)
     older = {"settings": {key: value for key, value in settings.items() if key != "data_crc32"}}
-    assert training.changed_setting(older, settings) is None
-    assert training.changed_setting({"settings": settings}, training.run_settings(200, 1e-4, 0, x + 1, y)) == (
-        "data_crc32", settings["data_crc32"], training.run_settings(200, 1e-4, 0, x + 1, y)["data_crc32"])
-    assert training.changed_setting({"settings": settings}, {**settings, "seed": 1})[0] == "seed"
+    assert checkpointing.changed_setting(older, settings) is None
+    assert checkpointing.changed_setting({"settings": settings}, checkpointing.run_settings(200, 1e-4, 0, x + 1, y)) == (
+        "data_crc32", settings["data_crc32"], checkpointing.run_settings(200, 1e-4, 0, x + 1, y)["data_crc32"])
+    assert checkpointing.changed_setting({"settings": settings}, {**settings, "seed": 1})[0] == "seed"
 
 
 def test_resume_removes_what_a_kill_left_and_the_stale_evaluation(frame_data, one_epoch_mlp_k1, tmp_path):
@@ -633,10 +635,10 @@ def test_resume_removes_what_a_kill_left_and_the_stale_evaluation(frame_data, on
                  model_dir / ".training_state.json.x3.tmp.json"]
     for path in leftovers:
         path.write_bytes(b"half")
-    (model_dir / training.ANN_RESULTS_FILE).write_text("{}")  # describes epoch 1's parameters
+    (model_dir / paths.ANN_RESULTS_FILE).write_text("{}")  # describes epoch 1's parameters
     train_quietly("mlp", "k1", frame_data, model_dir, epochs=2, resume=True)
     assert not any(path.exists() for path in leftovers)
-    assert not (model_dir / training.ANN_RESULTS_FILE).exists()
+    assert not (model_dir / paths.ANN_RESULTS_FILE).exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -807,7 +809,7 @@ def test_training_defaults_are_those_of_section_2():
 def test_training_main_passes_every_flag_on(frame_data, tmp_path):
     commands.train("mlp", "k0", ["--data", str(frame_data), "--model-dir", str(tmp_path), "--epochs", "1",
                                 "--train-limit", "60", "--batch-size", "30", "--lr", "2e-3", "--seed", "7"])
-    state = json.loads((tmp_path / training.STATE_FILE).read_text())
+    state = json.loads((tmp_path / checkpointing.STATE_FILE).read_text())
     assert state["epochs_done"] == 1
     assert {key: state["settings"][key] for key in ("n_train", "batch_size", "learning_rate", "seed")} == {
         "n_train": 60, "batch_size": 30, "learning_rate": 2e-3, "seed": 7}
@@ -816,7 +818,7 @@ def test_training_main_passes_every_flag_on(frame_data, tmp_path):
 # Adam at the given rate, and one update per batch, the last partial batch included
 def test_training_uses_adam_and_one_update_per_batch(frame_data, tmp_path):
     train_quietly("mlp", "k1", frame_data, tmp_path, epochs=2, batch_size=80, train_limit=200)
-    net = keras.models.load_model(tmp_path / training.checkpoint_name(2))
+    net = keras.models.load_model(tmp_path / checkpointing.checkpoint_name(2))
     assert type(net.optimizer) is keras.optimizers.Adam
     assert float(net.optimizer.learning_rate) == pytest.approx(1e-4)
     assert int(net.optimizer.iterations) == 2 * 3  # ceil(200 / 80) updates per epoch
@@ -826,7 +828,7 @@ def test_training_uses_adam_and_one_update_per_batch(frame_data, tmp_path):
 def test_logged_loss_and_accuracy_are_those_of_the_batches(frame_data, frames, tmp_path):
     history = train_quietly("mlp", "k1", frame_data, tmp_path, epochs=1, batch_size=50, train_limit=200,
                             learning_rate=1e-12)  # the weights stay those the epoch's batches saw
-    net = keras.models.load_model(tmp_path / training.checkpoint_name(1))
+    net = keras.models.load_model(tmp_path / checkpointing.checkpoint_name(1))
     losses, hits = [], []
     for xb, yb in training.shuffled_batches(frames[0][:200], frames[1][:200], 50, training.SEED, 0, 1):
         logits = keras.ops.convert_to_numpy(net(xb, training=True)).astype(np.float64)
@@ -872,7 +874,7 @@ def test_ann_evaluation_over_several_batches(k, frame_data, frames, tmp_path, mo
     largest = results["max_activation_per_layer"]
     assert set(largest) == {"dense1", "dense2"}
     np.testing.assert_allclose([largest["dense1"], largest["dense2"]], [act1.max(), act2.max()], rtol=1e-6)
-    saved = json.loads((tmp_path / training.ANN_RESULTS_FILE).read_text())
+    saved = json.loads((tmp_path / paths.ANN_RESULTS_FILE).read_text())
     assert saved["max_activation_per_layer"] == largest
 
 
@@ -890,7 +892,7 @@ def test_load_parameters_quantized_only_accepts_k0(tmp_path):
 
 
 def test_resume_after_kill_between_the_last_state_and_the_outputs(frame_data, tmp_path, monkeypatch):
-    real_write_outputs = training.write_outputs
+    real_write_outputs = checkpointing.write_outputs
 
     def write_outputs(model_dir, keras_model, model_name, k, history_rows):
         if len(history_rows) == 2:
@@ -898,15 +900,15 @@ def test_resume_after_kill_between_the_last_state_and_the_outputs(frame_data, tm
         real_write_outputs(model_dir, keras_model, model_name, k, history_rows)
 
     with monkeypatch.context() as patch:
-        patch.setattr(training, "write_outputs", write_outputs)
+        patch.setattr(checkpointing, "write_outputs", write_outputs)
         with pytest.raises(KeyboardInterrupt):
             train_quietly("mlp", "k1", frame_data, tmp_path, epochs=2)
-    assert json.loads((tmp_path / training.STATE_FILE).read_text())["epochs_done"] == 2
+    assert json.loads((tmp_path / checkpointing.STATE_FILE).read_text())["epochs_done"] == 2
     assert [int(row[0]) for row in read_log(tmp_path)] == [1]  # the outputs still describe epoch 1
     history = train_quietly("mlp", "k1", frame_data, tmp_path, epochs=2, resume=True)
     assert [row["epoch"] for row in history] == [1, 2]
     assert [int(row[0]) for row in read_log(tmp_path)] == [1, 2]
-    checkpoint = keras.models.load_model(tmp_path / training.checkpoint_name(2))
+    checkpoint = keras.models.load_model(tmp_path / checkpointing.checkpoint_name(2))
     assert_same_arrays(read_arrays(tmp_path / models.PARAMETERS_FILE), models.export_parameters(checkpoint, "mlp", 1))
 
 
@@ -924,7 +926,7 @@ def test_resume_refuses_a_checkpoint_of_another_model_at_the_same_precision(fram
 def test_a_torn_csv_log_temporary_is_removed(resume, frame_data, one_epoch_mlp_k1, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch_mlp_k1, model_dir)
-    leftover = model_dir / f".{training.LOG_FILE}.x4.tmp.csv"
+    leftover = model_dir / f".{checkpointing.LOG_FILE}.x4.tmp.csv"
     leftover.write_text("epoch,loss,acc")
     train_quietly("mlp", "k1", frame_data, model_dir, epochs=2 if resume else 1, resume=resume)
     assert not leftover.exists()
@@ -934,7 +936,7 @@ def test_a_torn_csv_log_temporary_is_removed(resume, frame_data, one_epoch_mlp_k
 def test_a_state_whose_history_does_not_match_its_epochs_is_refused(frame_data, one_epoch_mlp_k1, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch_mlp_k1, model_dir)
-    state_path = model_dir / training.STATE_FILE
+    state_path = model_dir / checkpointing.STATE_FILE
     state = json.loads(state_path.read_text())
     state["history"] = state["history"] * 2  # 2 rows, 1 epoch done: the CSV would get a phantom epoch
     state_path.write_text(json.dumps(state))
@@ -946,7 +948,7 @@ def test_a_state_whose_history_does_not_match_its_epochs_is_refused(frame_data, 
 # moving statistics towards the probe batch, and those biased statistics would be saved)
 def test_the_finite_weights_probe_changes_no_weight(frames):
     net = models.build_model("mlp", 1)
-    callback = training.EpochCheckpoint("unused", "mlp", 1, [], {}, probe_x=frames[0][:20])
+    callback = checkpointing.EpochCheckpoint("unused", "mlp", 1, [], {}, probe_x=frames[0][:20])
     callback.set_model(net)
     before = [weight.copy() for weight in net.get_weights()]
     assert callback.weights_are_finite()

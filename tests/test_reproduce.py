@@ -10,11 +10,14 @@ import time
 import pytest
 
 import models
+import paths
+import report
 import reproduce
 import training
-from architectures import FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS
+from architectures import DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, ann_ops_per_sample
 from cli import UserError
-from test_figures import PAPER_TABLE
+from paper_results import PAPER_RESULTS
+from result_files import LOSSLESS_KEYS, SNN_KEYS, results_match
 
 REPO = reproduce.REPO_ROOT
 TINY_RUN = ["--epochs", "1", "--train-limit", "200", "--test-limit", "50", "--time-steps", "12"]
@@ -73,7 +76,7 @@ def test_results_table_is_computed_from_the_result_files(study):
         ann = json.loads((folder / "checkpoints" / "k1" / "ann_results.json").read_text())
         snn = json.loads((folder / "figs" / "k1" / "snn_results.json").read_text())
         row = next(line for line in results.splitlines()
-                   if line.startswith(f"| {reproduce.DISPLAY_NAMES[model]} | k1 |"))
+                   if line.startswith(f"| {DISPLAY_NAMES[model]} | k1 |"))
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[3] == f"{100 * ann['accuracy']:.2f}%"
         assert cells[5] == f"{100 * snn['final_accuracy']:.2f}%"
@@ -197,7 +200,7 @@ def test_results_report_the_epochs_trained_and_which_times_are_from_earlier_runs
     out_root, _ = study
     args = reproduce.parse_args(["--out-root", str(out_root), *TINY_RUN, "--epochs", "7"])
     timings = json.loads((out_root / reproduce.TIMINGS_FILE).read_text())
-    markdown = reproduce.results_markdown(reproduce.Paths(out_root), args, timings, ran_now={"ANN mlp k1"})
+    markdown = report.results_markdown(args, timings, ran_now={"ANN mlp k1"})
     assert "; 1 training epochs;" in markdown  # what the training states say, not --epochs
     assert f"| ANN mlp k1 | {timings['ANN mlp k1']:.1f} | this run |" in markdown
     assert f"| train mlp k1 | {timings['train mlp k1']:.1f} | an earlier run |" in markdown
@@ -214,9 +217,9 @@ def test_an_out_root_that_cannot_be_written_is_a_one_line_error(tmp_path):
 def test_models_and_precisions_named_twice_run_once_and_the_demo_file_is_named_as_such():
     args = reproduce.parse_args(["--models", "mlp", "lenet", "mlp", "--precisions", "k1", "k1", "full"])
     assert args.models == ["mlp", "lenet"] and args.precisions == ["k1", "full"]
-    assert not reproduce.is_demo_data(args)
-    assert reproduce.is_demo_data(reproduce.parse_args(["--data", str(REPO / "data" / "n_mnist_demo.npz")]))
-    assert reproduce.is_demo_data(reproduce.parse_args(["--demo"]))
+    assert not report.is_demo_data(args)
+    assert report.is_demo_data(reproduce.parse_args(["--data", str(REPO / "data" / "n_mnist_demo.npz")]))
+    assert report.is_demo_data(reproduce.parse_args(["--demo"]))
 
 
 def test_update_readme_refuses_another_out_root_or_a_narrowed_run(tmp_path, monkeypatch):
@@ -265,12 +268,10 @@ def test_other_run_settings_redo_the_stages_they_change(study, frame_data, tmp_p
 
 
 def test_result_files_count_as_complete_only_when_well_formed(tmp_path):
-    inputs = [tmp_path / "model_n_mnist.npz"]
-    inputs[0].write_bytes(b"x")
     path = tmp_path / "snn_results.json"
     good = {"final_accuracy": 0.9, "steps_to_final": 4, "positive_spikes_per_sample": 1.5,
             "negative_spikes_per_sample": 0.5, "sops_per_sample": 10.0, "n_test": 50, "time_steps": 12,
-            "lossless_check": {key: 0 for key in reproduce.LOSSLESS_KEYS}}
+            "lossless_check": {key: 0 for key in LOSSLESS_KEYS}}
     good["lossless_check"]["first_step_all_predictions_match"] = None  # never: allowed
     cases = {"good": (good, True), "a string": ({**good, "final_accuracy": "0.9"}, False),
              "a missing key": ({key: value for key, value in good.items() if key != "sops_per_sample"}, False),
@@ -278,10 +279,9 @@ def test_result_files_count_as_complete_only_when_well_formed(tmp_path):
              "another T": ({**good, "time_steps": 40}, False), "another n_test": ({**good, "n_test": 30}, False)}
     for case, (results, complete) in cases.items():
         path.write_text(json.dumps(results))
-        found = reproduce.complete_results(path, reproduce.SNN_KEYS, inputs, lossless=True, n_test=50, time_steps=12)
-        assert (found is not None) == complete, case
+        assert results_match(path, SNN_KEYS, lossless=True, n_test=50, time_steps=12) == complete, case
     path.write_text("[1, 2")
-    assert reproduce.complete_results(path, reproduce.SNN_KEYS, inputs) is None
+    assert not results_match(path, SNN_KEYS)
 
 
 def test_a_malformed_timings_cache_counts_as_empty(tmp_path):
@@ -293,18 +293,18 @@ def test_a_malformed_timings_cache_counts_as_empty(tmp_path):
 
 
 def test_lossless_verdicts():
-    check = {key: 0 for key in reproduce.LOSSLESS_KEYS}
+    check = {key: 0 for key in LOSSLESS_KEYS}
     row = {"check": check}
     check["first_step_all_predictions_match"] = 3
-    assert reproduce.lossless_text(row) == "yes: 0 predictions differ; all predictions match from step 3"
+    assert report.lossless_text(row) == "yes: 0 predictions differ; all predictions match from step 3"
     check.update(rounding_tie_neurons=2, downstream_of_ties_neurons=5, mismatching_predictions=1)
-    assert reproduce.lossless_text(row).startswith("yes, up to 1e-5 rounding ties: 1 predictions differ; "
+    assert report.lossless_text(row).startswith("yes, up to 1e-5 rounding ties: 1 predictions differ; "
                                                    "7 neurons differ (2 ties, the rest downstream)")
     check.update(samples_still_spiking_at_the_last_step=3, unsettled_neurons=40)
-    assert reproduce.lossless_text(row).startswith("not settled: 3 samples still spiking at the last step "
+    assert report.lossless_text(row).startswith("not settled: 3 samples still spiking at the last step "
                                                    "(40 neurons differ there)")
     check.update(other_mismatching_neurons=1)
-    assert reproduce.lossless_text(row).startswith("**no**")
+    assert report.lossless_text(row).startswith("**no**")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,26 +320,58 @@ def table_rows(markdown):
     return rows
 
 
+ALGORITHM_MD = REPO.parent / "shared" / "reference" / "ALGORITHM.md"
+PAPER_COLUMNS = {"ann": "ANN", "snn": "SNN (final)", "steps": "steps", "positive": "positive spikes",
+                 "negative": "negative spikes", "sops": "SOPs"}  # paper_results.FIELDS: §7's column
+
+
+def section_7_table():
+    """{(model, precision): cells} of ALGORITHM.md §7's table, and its header; skipped when the file is absent."""
+    if not ALGORITHM_MD.is_file():
+        pytest.skip("../shared/reference/ALGORITHM.md is absent")
+    section = ALGORITHM_MD.read_text().split("\n## 7.")[1].split("\n## ")[0]
+    header, _, *rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+                        for line in section.splitlines() if line.startswith("|")]
+    model_names = {name: model for model, name in DISPLAY_NAMES.items()}
+    return {(model_names[cells[0]], cells[1].replace("=", "")): cells for cells in rows}, header
+
+
+def table_number(cell):
+    """A table cell as a number: 96.43% -> 0.9643, 1,573.6 -> 1573.6, – -> None."""
+    if cell == "–":
+        return None
+    if cell.endswith("%"):
+        return float(cell[:-1]) / 100
+    return float(cell.replace(",", ""))
+
+
 def test_the_paper_numbers_are_those_of_algorithm_md():
-    for net, k, snn, steps, positive, negative, sops_text in PAPER_TABLE:
-        paper = reproduce.PAPER_RESULTS[net.lower(), f"k{k}"]
-        assert (reproduce.fmt(paper["snn"], "percent"), paper["steps"], f"{paper['positive']:,.1f}",
-                f"{paper['negative']:,.1f}", f"{paper['sops']:,}") == (snn, steps, positive, negative, sops_text)
-    assert reproduce.PAPER_RESULTS["mlp", "full"] == {"ann": 0.9643} and reproduce.PAPER_RESULTS["lenet", "full"] == {"ann": 0.9793}
-    assert reproduce.PAPER_RESULTS["mlp", "k1"]["ann"] == 0.9658 and reproduce.PAPER_RESULTS["lenet", "k1"]["ann"] == 0.9786
-    assert not any("ann" in reproduce.PAPER_RESULTS[model, p] for model in ("mlp", "lenet") for p in ("k0", "k2"))
+    table, header = section_7_table()
+    assert list(table) == list(PAPER_RESULTS)  # every row, in §7's order
+    for (model, precision), paper in PAPER_RESULTS.items():
+        cells = dict(zip(header, table[model, precision]))
+        assert set(paper) == set(PAPER_COLUMNS)
+        for field, column in PAPER_COLUMNS.items():
+            expected = table_number(cells[column])
+            if expected is None:
+                assert paper[field] is None, (model, precision, field)
+            else:
+                assert paper[field] == pytest.approx(expected, rel=1e-12), (model, precision, field)
+        assert table_number(cells["ANN ops (§5)"]) == ann_ops_per_sample(model)
+    # the README's copy is generated from paper_results.py: cell for cell §7's table
+    generated = table_rows(report.paper_table_markdown())
+    assert generated == {(cells[0], cells[1]): cells for cells in table.values()}
 
 
 def test_results_table_columns(tmp_path):
-    paths = reproduce.Paths(tmp_path)
     snn = {"final_accuracy": 0.5, "steps_to_final": 3, "positive_spikes_per_sample": 11.25,
            "negative_spikes_per_sample": 2.5, "sops_per_sample": 1234.0, "n_test": 8, "time_steps": 5,
-           "lossless_check": {key: 0 for key in reproduce.LOSSLESS_KEYS}}
-    path = paths.log_dir("mlp", "k0") / "snn_results.json"
+           "lossless_check": {key: 0 for key in LOSSLESS_KEYS}}
+    path = paths.log_dir("mlp", "k0", tmp_path) / "snn_results.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(snn))
     args = reproduce.parse_args(["--out-root", str(tmp_path)])
-    rows = table_rows(reproduce.results_markdown(paths, args, {}, set()))
+    rows = table_rows(report.results_markdown(args, {}, set()))
     assert rows["MLP 400-400", "k0"][2:10] == ["–", "–", "96.39%", "50.00%", "4 / 3", "380.9 / 11.2", "17.1 / 2.5",
                                              "68,648 / 1,234"]
     assert rows["LeNet", "k1"][2:6] == ["97.86%", "–", "97.86%", "–"]
@@ -347,19 +379,18 @@ def test_results_table_columns(tmp_path):
 
 
 def test_snn_logs_of_another_T_are_simulated_again(frame_data, tmp_path):
-    paths = reproduce.Paths(tmp_path)
-    model_file = paths.model_dir("mlp", "k1") / models.PARAMETERS_FILE
+    model_file = paths.model_dir("mlp", "k1", tmp_path) / models.PARAMETERS_FILE
     model_file.parent.mkdir(parents=True)
     model_file.write_bytes(b"x")
     os.utime(model_file, (1e9, 1e9))
-    results = paths.log_dir("mlp", "k1") / "snn_results.json"
+    results = paths.log_dir("mlp", "k1", tmp_path) / "snn_results.json"
     results.parent.mkdir(parents=True)
     args = reproduce.parse_args(["--data", str(frame_data), "--out-root", str(tmp_path), "--models", "mlp",
                                  "--precisions", "k1", "--time-steps", "40"])
-    complete = {name: is_complete for name, is_complete, _ in reproduce.build_stages(args, paths)}["SNN mlp k1"]
+    complete = stage_checks(args)["SNN mlp k1"]
     good = {"final_accuracy": 0.9, "steps_to_final": 4, "positive_spikes_per_sample": 1.5,
             "negative_spikes_per_sample": 0.5, "sops_per_sample": 10.0, "n_test": 100, "time_steps": 40,
-            "lossless_check": {key: 0 for key in reproduce.LOSSLESS_KEYS}}
+            "lossless_check": {key: 0 for key in LOSSLESS_KEYS}}
     results.write_text(json.dumps(good))
     assert complete()
     results.write_text(json.dumps({**good, "time_steps": 12}))
@@ -390,8 +421,8 @@ def test_a_missing_parameter_file_is_trained_again(study, frame_data, tmp_path):
 # Found by mutation testing: the main loop, run on stand-in stages, and what the stages count as complete
 
 def run_stand_in_stages(monkeypatch, out_root, stages, *flags):
-    """reproduce.main with `stages` [(name, is_complete, run)] in place of the real ones (seconds, not minutes)."""
-    monkeypatch.setattr(reproduce, "build_stages", lambda args, paths, screen=None: stages)
+    """reproduce.main with `stages` in place of the real ones (seconds, not minutes)."""
+    monkeypatch.setattr(reproduce, "build_stages", lambda args, screen=None: stages)
     reproduce.main(["--out-root", str(out_root), *flags])
 
 
@@ -400,7 +431,7 @@ def stand_in(name, ran, complete=True, seconds=0.0):
         time.sleep(seconds)
         ran.append(name)
         return "ok"
-    return name, lambda: complete, run
+    return reproduce.Stage(name, run, check=lambda: complete)
 
 
 def test_force_redoes_complete_stages_and_the_data_only_for_the_whole_study(monkeypatch, tmp_path):
@@ -425,7 +456,7 @@ def test_a_failing_stage_keeps_its_output_in_the_stage_log_and_the_times_of_the_
         print("why it failed")
         raise UserError("broken")
 
-    stages = [stand_in("data", ran, complete=False), ("train mlp full", lambda: False, fail),
+    stages = [stand_in("data", ran, complete=False), reproduce.Stage("train mlp full", fail, check=lambda: False),
               stand_in("ANN mlp full", ran, complete=False)]
     with pytest.raises(UserError, match="stage 'train mlp full' failed: broken"):
         run_stand_in_stages(monkeypatch, tmp_path, stages, "--models", "mlp", "--precisions", "full")
@@ -456,15 +487,26 @@ def test_update_readme_refuses_a_run_narrowed_by_precisions_alone(monkeypatch):
 
 
 def test_update_readme_replaces_only_the_results_block(tmp_path):
-    start, end = reproduce.README_MARKERS
+    start, end = report.RESULTS_MARKERS
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{start}\nold table\n{end}\nthe rest of the README\n")
-    reproduce.update_readme(readme, "new table")
+    report.update_readme(readme, "new table")
     assert readme.read_text() == f"intro\n{start}\nnew table\n{end}\nthe rest of the README\n"
     readme.write_text("no markers\n")
     with pytest.raises(UserError, match="no <!-- results:start --> ... <!-- results:end --> block"):
-        reproduce.update_readme(readme, "new table")
+        report.update_readme(readme, "new table")
     assert readme.read_text() == "no markers\n"
+
+
+def test_update_readme_also_writes_the_paper_table_where_the_readme_has_its_block(tmp_path):
+    start, end = report.RESULTS_MARKERS
+    paper_start, paper_end = report.PAPER_MARKERS
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{paper_start}\nold paper table\n{paper_end}\nours\n{start}\nold\n{end}\n")
+    report.update_readme(readme, "new table")
+    paper_table = report.paper_table_markdown()
+    assert readme.read_text() == f"{paper_start}\n{paper_table}\n{paper_end}\nours\n{start}\nnew table\n{end}\n"
+    assert "| LeNet | k=1 | 97.86% | 97.86% | 14 | 28,797.4 | 7,120.8 | 3,926,794 | 7,535,808 |" in paper_table
 
 
 def test_the_demo_has_its_own_data_file_and_short_schedule():
@@ -486,14 +528,14 @@ def test_every_number_below_its_minimum_is_refused(flags):
         reproduce.parse_args(flags)
 
 
-def stage_checks(args, out_root):
-    return {name: is_complete for name, is_complete, _ in reproduce.build_stages(args, reproduce.Paths(out_root))}
+def stage_checks(args):
+    return {stage.name: stage.is_complete for stage in reproduce.build_stages(args)}
 
 
 def test_figures_are_redrawn_when_one_is_missing_or_the_full_precision_ann_result_is_newer(study, frame_data, tmp_path):
     copy = copy_of(study, tmp_path)
     args = reproduce.parse_args(["--data", str(frame_data), "--out-root", str(copy), "--models", "mlp", *TINY_RUN])
-    complete = stage_checks(args, copy)["figures mlp"]
+    complete = stage_checks(args)["figures mlp"]
     assert complete()
     ann = copy / "MLP" / "checkpoints" / "full" / "ann_results.json"
     later = ann.stat().st_mtime + 3600
@@ -508,8 +550,8 @@ def test_figures_are_redrawn_when_one_is_missing_or_the_full_precision_ann_resul
 def test_a_training_of_fewer_epochs_than_asked_is_not_complete(study, frame_data):
     out_root, _ = study
     flags = ["--data", str(frame_data), "--out-root", str(out_root), "--models", "mlp", "--precisions", "k1", *TINY_RUN]
-    assert stage_checks(reproduce.parse_args(flags), out_root)["train mlp k1"]()
-    assert not stage_checks(reproduce.parse_args([*flags, "--epochs", "2"]), out_root)["train mlp k1"]()
+    assert stage_checks(reproduce.parse_args(flags))["train mlp k1"]()
+    assert not stage_checks(reproduce.parse_args([*flags, "--epochs", "2"]))["train mlp k1"]()
 
 
 def test_force_trains_afresh_rather_than_resuming_a_finished_run(study, frame_data, monkeypatch):
@@ -520,7 +562,7 @@ def test_force_trains_afresh_rather_than_resuming_a_finished_run(study, frame_da
     for force in ([], ["--force"]):
         args = reproduce.parse_args(["--data", str(frame_data), "--out-root", str(out_root), "--models", "mlp",
                                      "--precisions", "k1", *TINY_RUN, *force])
-        train = {name: run for name, _, run in reproduce.build_stages(args, reproduce.Paths(out_root))}["train mlp k1"]
+        train = {stage.name: stage.run for stage in reproduce.build_stages(args)}["train mlp k1"]
         train()
     assert resumed == [True, False]
 

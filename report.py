@@ -1,0 +1,186 @@
+"""The study's report: RESULTS.md, and the generated blocks of README.md.
+
+Every number comes from a result file (result_files.py) or from the paper (paper_results.py);
+none is typed here. TensorFlow is imported only to name the machine, so reproduce.py can import
+this module and still answer --help at once.
+"""
+import os
+import platform
+from pathlib import Path
+
+import paths
+import preprocessing_n_mnist
+from architectures import DISPLAY_NAMES, ann_ops_per_sample
+from cli import UserError, shown, write_text_atomic
+from paper_results import PAPER_RESULTS
+from paths import ANN_RESULTS_FILE, SNN_RESULTS_FILE
+from result_files import ANN_KEYS, SNN_KEYS, read_results
+
+RESULTS_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")  # README.md: our results, as in RESULTS.md
+PAPER_MARKERS = ("<!-- paper:start -->", "<!-- paper:end -->")  # README.md: the paper's table (optional)
+
+
+def fmt(value, kind):
+    """A table cell: `kind` is "percent" (of a fraction), "int" or "float"; "–" for no value."""
+    if value is None:
+        return "–"
+    if kind == "percent":
+        return f"{100 * value:.2f}%"
+    if kind == "int":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+def results_rows(root, models, precisions):
+    """One dict per (model, precision) with ours and the paper's numbers, read from the result files under `root`."""
+    import checkpointing
+
+    rows = []
+    for model in models:
+        for precision in precisions:
+            ann_path = paths.model_dir(model, precision, root) / ANN_RESULTS_FILE
+            snn_path = paths.log_dir(model, precision, root) / SNN_RESULTS_FILE
+            ann = read_results(ann_path, ANN_KEYS) if ann_path.is_file() else {}
+            snn = read_results(snn_path, SNN_KEYS, lossless=True) if snn_path.is_file() else {}
+            state = checkpointing.read_state_or_none(paths.model_dir(model, precision, root))
+            rows.append(dict(
+                model=model, precision=precision, paper=PAPER_RESULTS.get((model, precision), {}),
+                ann=ann.get("accuracy"), snn=snn.get("final_accuracy"), steps=snn.get("steps_to_final"),
+                positive=snn.get("positive_spikes_per_sample"), negative=snn.get("negative_spikes_per_sample"),
+                sops=snn.get("sops_per_sample"), ann_ops=ann_ops_per_sample(model), n_test=ann.get("n_test") or snn.get("n_test"),
+                time_steps=snn.get("time_steps"), check=snn.get("lossless_check", {}),
+                epochs=state["epochs_done"] if state else None,
+            ))
+    return rows
+
+
+def lossless_text(row):
+    """'yes' when every neuron and prediction matches, up to the 1e-5 rounding ties that §3 allows."""
+    check = row["check"]
+    if not check:
+        return "–"
+    if check["other_mismatching_neurons"] > 0:
+        verdict = "**no**"
+    elif check["samples_still_spiking_at_the_last_step"] > 0:
+        verdict = (f"not settled: {check['samples_still_spiking_at_the_last_step']:,} samples still spiking at "
+                   f"the last step ({check['unsettled_neurons']:,} neurons differ there)")
+    elif check["mismatching_predictions"] > 0:
+        verdict = "yes, up to 1e-5 rounding ties"
+    else:
+        verdict = "yes"
+    settled_differ = check["rounding_tie_neurons"] + check["downstream_of_ties_neurons"] + check["other_mismatching_neurons"]
+    ties = (f"; {settled_differ:,} neurons differ ({check['rounding_tie_neurons']} ties, the rest downstream)"
+            if settled_differ else "")
+    return (f"{verdict}: {check['mismatching_predictions']} predictions differ{ties}; "
+            f"all predictions match from step {check['first_step_all_predictions_match'] or '–'}")
+
+
+def is_demo_data(args):
+    """True for the emulated demo dataset (--demo, or its file given with --data)."""
+    return args.demo or preprocessing_n_mnist.is_demo_file(args.data)
+
+
+def distinct(values):
+    """`50`, or `1/50` when the rows differ, or `–` when none is known (no SNN, say)."""
+    return "/".join(f"{value:,}" for value in sorted({value for value in values if value})) or "–"
+
+
+def machine_description():
+    """CPU, cores, system, Python, TensorFlow and GPUs: what the stage times were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}, {'GPU: ' + ', '.join(g.name for g in gpus) if gpus else 'no GPU'}")
+
+
+def results_markdown(args, timings, ran_now):
+    """RESULTS.md: the §7 table, ours beside the paper's, the lossless check, stage times, the machine.
+
+    `args`: reproduce.py's flags (out_root, data, demo, models, precisions).
+    `timings`: {stage: seconds} of the stages run now (`ran_now`) or in an earlier run.
+    """
+    rows = results_rows(args.out_root, args.models, args.precisions)
+    lines = [
+        "# Results", "",
+        f"Data: `{shown(args.data)}` ({'offline demo recordings' if is_demo_data(args) else 'N-MNIST'}), "
+        f"{distinct(row['n_test'] for row in rows)} test samples; {distinct(row['epochs'] for row in rows)} "
+        f"training epochs; T = {distinct(row['time_steps'] for row in rows)}. "
+        "Generated by `reproduce.py` from the result files; the paper's numbers (ALGORITHM.md §7, full N-MNIST, "
+        "150 epochs) are quoted beside ours as *paper*.", "",
+        "| net | precision | ANN (paper) | ANN (ours) | SNN (paper) | SNN (ours) | steps (paper / ours) "
+        "| positive spikes (paper / ours) | negative spikes (paper / ours) | SOPs (paper / ours) | ANN ops | SNN = quantized ANN? |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        paper = row["paper"]
+        lines.append("| " + " | ".join([
+            DISPLAY_NAMES[row["model"]], row["precision"],
+            fmt(paper.get("ann"), "percent"), fmt(row["ann"], "percent"),
+            fmt(paper.get("snn"), "percent"), fmt(row["snn"], "percent"),
+            f"{fmt(paper.get('steps'), 'int')} / {fmt(row['steps'], 'int')}",
+            f"{fmt(paper.get('positive'), 'float')} / {fmt(row['positive'], 'float')}",
+            f"{fmt(paper.get('negative'), 'float')} / {fmt(row['negative'], 'float')}",
+            f"{fmt(paper.get('sops'), 'int')} / {fmt(row['sops'], 'int')}",
+            fmt(row["ann_ops"], "int"), lossless_text(row),
+        ]) + " |")
+    lines += ["", "Steps: the first time step (from 1) from which the SNN accuracy stays at its final value "
+              "(single predictions may still change after it while the count of correct ones stays, so the "
+              "step from which all predictions match the quantized ANN's can be later). "
+              "Spikes and SOPs: per test sample after the last step. The lossless check compares every neuron's "
+              "net spike count with 2^k × the quantized ANN activation (float64) and the SNN's predictions with "
+              "the quantized ANN's.", "", "### Stage wall times", "", "| stage | seconds | run |", "|---|---|---|"]
+    for name, seconds in timings.items():
+        lines.append(f"| {name} | {seconds:.1f} | {'this run' if name in ran_now else 'an earlier run'} |")
+    this_run = sum(seconds for name, seconds in timings.items() if name in ran_now)
+    earlier = len(timings) - len(ran_now & set(timings))
+    lines += ["", f"Total: {this_run:.0f} s in this run"
+              + (f", plus {sum(timings.values()) - this_run:.0f} s of {earlier} stages done in an earlier run"
+                 if earlier else "")
+              + f", on {machine_description()}.", ""]
+    return "\n".join(lines)
+
+
+def paper_table_markdown():
+    """The paper's table (ALGORITHM.md §7) in markdown, precisions written as there: k=0, ..."""
+    lines = ["| net | precision | ANN | SNN (final) | steps | positive spikes | negative spikes | SOPs | ANN ops |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (model, precision), paper in PAPER_RESULTS.items():
+        lines.append("| " + " | ".join([
+            DISPLAY_NAMES[model], precision.replace("k", "k="),
+            fmt(paper["ann"], "percent"), fmt(paper["snn"], "percent"), fmt(paper["steps"], "int"),
+            fmt(paper["positive"], "float"), fmt(paper["negative"], "float"), fmt(paper["sops"], "int"),
+            fmt(ann_ops_per_sample(model), "int"),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def has_block(text, markers):
+    return all(marker in text for marker in markers)
+
+
+def replace_block(text, markers, content):
+    """`text` with what lies between the two `markers` replaced by `content`."""
+    start, end = markers
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    return f"{before}{start}\n{content}\n{end}{after}"
+
+
+def update_readme(readme, results):
+    """Replace the README's results block with `results`, and its paper block (when it has one) with §7's table."""
+    text = Path(readme).read_text()
+    if not has_block(text, RESULTS_MARKERS):
+        raise UserError(f"{readme}: no {RESULTS_MARKERS[0]} ... {RESULTS_MARKERS[1]} block to update")
+    text = replace_block(text, RESULTS_MARKERS, results)
+    if has_block(text, PAPER_MARKERS):
+        text = replace_block(text, PAPER_MARKERS, paper_table_markdown())
+    write_text_atomic(readme, text)

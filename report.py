@@ -55,24 +55,27 @@ def results_rows(root, models, precisions):
 
 
 def lossless_text(row):
-    """'yes' when every neuron and prediction matches, up to the 1e-5 rounding ties that §3 allows."""
-    check = row["check"]
-    if not check:
+    """The lossless check of one SNN under each tie rule, e.g. `paper: yes, 0 of 359 predictions differ
+    (1,341 neurons: 76 ties and downstream) · exact: yes, 0 of 359 differ`."""
+    if not row["check"]:
         return "–"
-    if check["other_mismatching_neurons"] > 0:
-        verdict = "**no**"
-    elif check["samples_still_spiking_at_the_last_step"] > 0:
-        verdict = (f"not settled: {check['samples_still_spiking_at_the_last_step']:,} samples still spiking at "
-                   f"the last step ({check['unsettled_neurons']:,} neurons differ there)")
-    elif check["mismatching_predictions"] > 0:
-        verdict = "yes, up to 1e-5 rounding ties"
-    else:
-        verdict = "yes"
-    settled_differ = check["rounding_tie_neurons"] + check["downstream_of_ties_neurons"] + check["other_mismatching_neurons"]
-    ties = (f"; {settled_differ:,} neurons differ ({check['rounding_tie_neurons']} ties, the rest downstream)"
-            if settled_differ else "")
-    return (f"{verdict}: {check['mismatching_predictions']} predictions differ{ties}; "
-            f"all predictions match from step {check['first_step_all_predictions_match'] or '–'}")
+    parts = []
+    for rule, check in row["check"].items():
+        if check["other_mismatching_neurons"] > 0:
+            verdict = "**no**"
+        elif check["samples_still_spiking_at_the_last_step"] > 0:
+            verdict = f"not settled ({check['samples_still_spiking_at_the_last_step']:,} samples still spiking)"
+        elif check["mismatching_predictions"] > 0:
+            verdict = "no, at rounding ties"
+        else:
+            verdict = "yes"
+        neurons = check["mismatching_neurons"]
+        detail = (f" ({neurons:,} neurons: {check['rounding_tie_neurons']} ties and downstream"
+                  + (f", {check['other_mismatching_neurons']} otherwise" if check["other_mismatching_neurons"] else "")
+                  + ")" if neurons else "")
+        parts.append(f"{rule}: {verdict}, {check['mismatching_predictions']} of {row['n_test']:,} predictions "
+                     f"differ{detail}")
+    return " · ".join(parts)
 
 
 def is_demo_data(args):
@@ -102,15 +105,13 @@ def machine_description():
             f"TensorFlow {tf.__version__}, {'GPU: ' + ', '.join(g.name for g in gpus) if gpus else 'no GPU'}")
 
 
-def results_markdown(args, timings, ran_now):
-    """RESULTS.md: the §7 table, ours beside the paper's, the lossless check, stage times, the machine.
+def results_table_markdown(args):
+    """The §7 table, ours beside the paper's, with the lossless check: RESULTS.md's and the README's.
 
-    `args`: reproduce.py's flags (out_root, data, demo, models, precisions).
-    `timings`: {stage: seconds} of the stages run now (`ran_now`) or in an earlier run.
+    `args`: reproduce.py's flags (out_root, data, demo, models, precisions, tie_rule).
     """
     rows = results_rows(args.out_root, args.models, args.precisions)
     lines = [
-        "# Results", "",
         f"Data: `{shown(args.data)}` ({'offline demo recordings' if is_demo_data(args) else 'N-MNIST'}), "
         f"{distinct(row['n_test'] for row in rows)} test samples; {distinct(row['epochs'] for row in rows)} "
         f"training epochs; T = {distinct(row['time_steps'] for row in rows)}. "
@@ -135,9 +136,20 @@ def results_markdown(args, timings, ran_now):
     lines += ["", "Steps: the first time step (from 1) from which the SNN accuracy stays at its final value "
               "(single predictions may still change after it while the count of correct ones stays, so the "
               "step from which all predictions match the quantized ANN's can be later). "
-              "Spikes and SOPs: per test sample after the last step. The lossless check compares every neuron's "
-              "net spike count with 2^k × the quantized ANN activation (float64) and the SNN's predictions with "
-              "the quantized ANN's.", "", "### Stage wall times", "", "| stage | seconds | run |", "|---|---|---|"]
+              "Spikes and SOPs: per test sample after the last step, under the "
+              f"{args.tie_rule} tie rule. The lossless check compares every neuron's net spike count with 2^k × "
+              "the quantized ANN activation (float64) and the SNN's predictions with the quantized ANN's, under "
+              "the authors' spike rule (*paper*) and under ours (*exact*, docs/tie_rule.md)."]
+    return "\n".join(lines)
+
+
+def results_markdown(args, timings, ran_now):
+    """RESULTS.md: the results table, then the stage times and the machine.
+
+    `timings`: {stage: seconds} of the stages run now (`ran_now`) or in an earlier run.
+    """
+    lines = ["# Results", "", results_table_markdown(args), "", "### Stage wall times", "",
+             "| stage | seconds | run |", "|---|---|---|"]
     for name, seconds in timings.items():
         lines.append(f"| {name} | {seconds:.1f} | {'this run' if name in ran_now else 'an earlier run'} |")
     this_run = sum(seconds for name, seconds in timings.items() if name in ran_now)

@@ -22,7 +22,8 @@ import n_mnist
 import paths
 import preprocessing_n_mnist
 import report
-from architectures import BATCH_SIZE, EPOCHS, LEARNING_RATE, MODEL_NAMES, PRECISIONS, SEED, TIME_STEPS, precision_to_k
+from architectures import (BATCH_SIZE, EPOCHS, LEARNING_RATE, MODEL_NAMES, PRECISIONS, SEED, TIE_RULES, TIME_STEPS,
+                           precision_to_k)
 from cli import (REPO_ROOT, TF_NOTICES_HELP, ArgumentParser, UserError, import_tensorflow, is_number,
                  non_negative_int, positive_int, read_json_object, run_main, shown, write_text_atomic)
 from paths import ANN_RESULTS_FILE, PARAMETERS_FILE, SNN_RESULTS_FILE
@@ -149,16 +150,17 @@ def build_stages(args, screen=sys.stdout):
 
         def simulate():
             results = evaluation.evaluate_snn(model, precision, data, model_dir, log_dir, args.time_steps,
-                                              test_limit=args.test_limit, check_lossless=True, progress=False)
-            check = results["lossless_check"]
+                                              test_limit=args.test_limit, check_lossless=True, progress=False,
+                                              tie_rule=args.tie_rule)
+            differ = ", ".join(f"{check['mismatching_predictions']} under the {rule} rule"
+                               for rule, check in results["lossless_check"].items())
             return (f"{100 * results['final_accuracy']:.2f}% after {results['steps_to_final']} of "
-                    f"{args.time_steps} steps; {check['mismatching_predictions']} predictions differ "
-                    f"from the quantized ANN's")
+                    f"{args.time_steps} steps; predictions that differ from the quantized ANN's: {differ}")
 
         # the logs are this run's: its test samples and T, its model and data
         return Stage(f"SNN {model} {precision}", simulate, inputs=[model_dir / PARAMETERS_FILE, data], outputs=[results],
                      check=lambda: results_match(results, SNN_KEYS, lossless=True, n_test=n_test(),
-                                                 time_steps=args.time_steps))
+                                                 time_steps=args.time_steps, tie_rule=args.tie_rule))
 
     def figures_stage(model):
         figure_dir = paths.figure_dir(model, root)
@@ -225,6 +227,9 @@ def parse_args(argv=None):
                         help="any of %(choices)s (default: all)")
     parser.add_argument("--epochs", type=positive_int, default=None, help=f"default: {EPOCHS}, or {DEMO_EPOCHS} with --demo")
     parser.add_argument("--time-steps", type=positive_int, default=TIME_STEPS, help="SNN T (default: %(default)s)")
+    parser.add_argument("--tie-rule", choices=TIE_RULES, default=TIE_RULES[0],
+                        help="the SNNs' spike rule for their logs (default: %(default)s; the lossless check reports "
+                             "both; docs/tie_rule.md)")
     parser.add_argument("--seed", type=non_negative_int, default=SEED, help="default: %(default)s")
     parser.add_argument("--train-limit", type=positive_int, default=None, metavar="N", help="use the first N training samples")
     parser.add_argument("--test-limit", type=positive_int, default=None, metavar="N", help="use the first N test samples")
@@ -300,7 +305,7 @@ def main(argv=None):
                                               if stage.name in timings}, ran_now)
     write_text_atomic(Path(args.out_root) / RESULTS_FILE, markdown)
     if args.update_readme:
-        report.update_readme(REPO_ROOT / "README.md", markdown.split("\n", 2)[2])
+        report.update_readme(REPO_ROOT / "README.md", report.results_table_markdown(args))
     print(f"wrote {shown(Path(args.out_root) / RESULTS_FILE)} ({time.perf_counter() - started:.0f} s)")
 
 

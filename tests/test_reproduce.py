@@ -14,7 +14,7 @@ import paths
 import report
 import reproduce
 import training
-from architectures import DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, ann_ops_per_sample
+from architectures import DISPLAY_NAMES, FIGURE_PREFIXES, MODEL_FOLDERS, MODEL_NAMES, PRECISIONS, TIE_RULES, ann_ops_per_sample
 from cli import UserError
 from paper_results import PAPER_RESULTS
 from result_files import LOSSLESS_KEYS, SNN_KEYS, results_match
@@ -54,7 +54,10 @@ def test_the_whole_study_produces_every_output(study):
         for precision in PRECISIONS[1:]:
             snn = json.loads((folder / "figs" / precision / "snn_results.json").read_text())
             assert snn["time_steps"] == 12 and len(snn["accuracy_per_step"]) == 12
-            assert snn["lossless_check"]["other_mismatching_neurons"] == 0
+            assert snn["tie_rule"] == "paper"
+            assert {rule: check["other_mismatching_neurons"] for rule, check in snn["lossless_check"].items()} == {
+                "paper": 0, "exact": 0}
+            assert snn["lossless_check"]["exact"]["mismatching_neurons"] == 0
         for name in ("accuracy", "sop", "spike_neuron"):
             png = folder / "figs" / f"{FIGURE_PREFIXES[model]}_{name}_n_mnist.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -63,8 +66,8 @@ def test_the_whole_study_produces_every_output(study):
     assert len(done) == N_STAGES - 1  # the data file exists already: its stage is complete
     # one screen line per stage, with the stage's outcome; the full output went to the stage log
     assert len(stage_lines(stdout)) == N_STAGES
-    assert any(re.search(r"\] SNN mlp k1: \d+\.\d\d% after \d+ of 12 steps; 0 predictions differ", line)
-               for line in done)
+    assert any(re.search(r"\] SNN mlp k1: \d+\.\d\d% after \d+ of 12 steps; predictions that differ from the "
+                         r"quantized ANN's: \d+ under the paper rule, 0 under the exact rule", line) for line in done)
     assert "lossless check:" in (out_root / reproduce.STAGE_LOG_FILE).read_text()
 
 
@@ -271,15 +274,17 @@ def test_result_files_count_as_complete_only_when_well_formed(tmp_path):
     path = tmp_path / "snn_results.json"
     good = {"final_accuracy": 0.9, "steps_to_final": 4, "positive_spikes_per_sample": 1.5,
             "negative_spikes_per_sample": 0.5, "sops_per_sample": 10.0, "n_test": 50, "time_steps": 12,
-            "lossless_check": {key: 0 for key in LOSSLESS_KEYS}}
-    good["lossless_check"]["first_step_all_predictions_match"] = None  # never: allowed
+            "tie_rule": "paper", "lossless_check": {rule: {key: 0 for key in LOSSLESS_KEYS} for rule in TIE_RULES}}
+    good["lossless_check"]["exact"]["first_step_all_predictions_match"] = None  # never: allowed
     cases = {"good": (good, True), "a string": ({**good, "final_accuracy": "0.9"}, False),
              "a missing key": ({key: value for key, value in good.items() if key != "sops_per_sample"}, False),
-             "a partial check": ({**good, "lossless_check": {"mismatching_neurons": 0}}, False),
+             "a partial check": ({**good, "lossless_check": {"paper": {"mismatching_neurons": 0}}}, False),
+             "one rule only": ({**good, "lossless_check": {"paper": good["lossless_check"]["paper"]}}, False),
+             "another tie rule": ({**good, "tie_rule": "exact"}, False),
              "another T": ({**good, "time_steps": 40}, False), "another n_test": ({**good, "n_test": 30}, False)}
     for case, (results, complete) in cases.items():
         path.write_text(json.dumps(results))
-        assert results_match(path, SNN_KEYS, lossless=True, n_test=50, time_steps=12) == complete, case
+        assert results_match(path, SNN_KEYS, lossless=True, n_test=50, time_steps=12, tie_rule="paper") == complete, case
     path.write_text("[1, 2")
     assert not results_match(path, SNN_KEYS)
 
@@ -293,18 +298,18 @@ def test_a_malformed_timings_cache_counts_as_empty(tmp_path):
 
 
 def test_lossless_verdicts():
-    check = {key: 0 for key in LOSSLESS_KEYS}
-    row = {"check": check}
+    check, exact = {key: 0 for key in LOSSLESS_KEYS}, {key: 0 for key in LOSSLESS_KEYS}
+    row = {"check": {"paper": check, "exact": exact}, "n_test": 359}
     check["first_step_all_predictions_match"] = 3
-    assert report.lossless_text(row) == "yes: 0 predictions differ; all predictions match from step 3"
-    check.update(rounding_tie_neurons=2, downstream_of_ties_neurons=5, mismatching_predictions=1)
-    assert report.lossless_text(row).startswith("yes, up to 1e-5 rounding ties: 1 predictions differ; "
-                                                   "7 neurons differ (2 ties, the rest downstream)")
+    assert report.lossless_text(row) == ("paper: yes, 0 of 359 predictions differ · "
+                                         "exact: yes, 0 of 359 predictions differ")
+    check.update(mismatching_neurons=7, rounding_tie_neurons=2, downstream_of_ties_neurons=5, mismatching_predictions=1)
+    assert report.lossless_text(row).startswith("paper: no, at rounding ties, 1 of 359 predictions differ "
+                                                "(7 neurons: 2 ties and downstream) · exact: yes")
     check.update(samples_still_spiking_at_the_last_step=3, unsettled_neurons=40)
-    assert report.lossless_text(row).startswith("not settled: 3 samples still spiking at the last step "
-                                                   "(40 neurons differ there)")
+    assert report.lossless_text(row).startswith("paper: not settled (3 samples still spiking)")
     check.update(other_mismatching_neurons=1)
-    assert report.lossless_text(row).startswith("**no**")
+    assert report.lossless_text(row).startswith("paper: **no**")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +371,7 @@ def test_the_paper_numbers_are_those_of_algorithm_md():
 def test_results_table_columns(tmp_path):
     snn = {"final_accuracy": 0.5, "steps_to_final": 3, "positive_spikes_per_sample": 11.25,
            "negative_spikes_per_sample": 2.5, "sops_per_sample": 1234.0, "n_test": 8, "time_steps": 5,
-           "lossless_check": {key: 0 for key in LOSSLESS_KEYS}}
+           "tie_rule": "paper", "lossless_check": {rule: {key: 0 for key in LOSSLESS_KEYS} for rule in TIE_RULES}}
     path = paths.log_dir("mlp", "k0", tmp_path) / "snn_results.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(snn))
@@ -390,7 +395,7 @@ def test_snn_logs_of_another_T_are_simulated_again(frame_data, tmp_path):
     complete = stage_checks(args)["SNN mlp k1"]
     good = {"final_accuracy": 0.9, "steps_to_final": 4, "positive_spikes_per_sample": 1.5,
             "negative_spikes_per_sample": 0.5, "sops_per_sample": 10.0, "n_test": 100, "time_steps": 40,
-            "lossless_check": {key: 0 for key in LOSSLESS_KEYS}}
+            "tie_rule": "paper", "lossless_check": {rule: {key: 0 for key in LOSSLESS_KEYS} for rule in TIE_RULES}}
     results.write_text(json.dumps(good))
     assert complete()
     results.write_text(json.dumps({**good, "time_steps": 12}))

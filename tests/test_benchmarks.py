@@ -38,12 +38,12 @@ def test_training_benchmark_times_both_precisions(frame_data):
     assert re.search(r"mlp", out) and re.search(r"k1", out) and "%" in out
 
 
-def test_snn_benchmark_checks_the_logs_against_the_literal_simulator(frame_data, tmp_path, frames):
+def test_snn_benchmark_checks_the_logs_against_the_reference_simulator(frame_data, tmp_path, frames):
     write_parameters(tmp_path / "model_n_mnist.npz", random_parameters("mlp", 1, seed=3, frames=frames[2]))
     out = run_benchmark("bench_snn.py", "--model", "mlp", "--precision", "k1", "--data", frame_data,
-                        "--model-dir", tmp_path, "--samples", 100, "--literal-samples", 50, "--time-steps", 12,
+                        "--model-dir", tmp_path, "--samples", 100, "--reference-samples", 50, "--time-steps", 12,
                         "--repeats", 1)
-    assert "logs identical to the literal ones on the subset: True" in out
+    assert "logs identical to the reference's on the subset: True" in out
     assert re.search(r"speed-up [\d.]+x", out)
 
 

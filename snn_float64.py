@@ -10,6 +10,7 @@ only decisions that can differ from the reference simulator are exact ties, whic
 decides either way; the engine counts them (TIE_MARGIN). Layer 1, whose input arrives only at t = 0,
 gets its whole spike train here in closed form, and its doubtful units are replayed with neuron_step.
 """
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,11 +145,32 @@ def replay_first_layer(layer, fast, encoded_input, where, time_steps, chunk=4096
                                for start in range(0, len(where), chunk)])
     channel = where[:, -1]
     theta, bound = layer.threshold[channel], layer.bound[channel]
-    membrane = exact_membrane(layer, fast, encoded_input, None, tf.constant(where, tf.int64)).numpy()
-    fired = tf.zeros(len(channel), tf.float64)
-    for _ in range(time_steps):  # no input after t = 0: the membrane stays, only the count moves
-        fired += neuron_step(membrane, fired, theta, bound, layer.tie_rule)
+    membrane = exact_membrane(layer, fast, encoded_input, None, tf.constant(where, tf.int64))
+    fired = replay_steps(time_steps, layer.tie_rule)(membrane, tf.constant(theta), tf.constant(bound))
     return fired.numpy().astype(np.int64)
+
+
+@functools.cache
+def replay_steps(time_steps, tie_rule):
+    """replay(membrane, theta, bound) -> net spike counts (m,) after up to T steps of neuron_step, compiled.
+
+    The input arrives only at t = 0, so the membrane stays and only the count moves; once a step
+    fires nothing, no later step will, and the loop ends there.
+    """
+    vector = tf.TensorSpec((None,), tf.float64)
+
+    @tf.function(autograph=False, input_signature=[vector, vector, vector])
+    def replay(membrane, theta, bound):
+        def step(t, fired, fired_before):
+            return t + 1, fired + neuron_step(membrane, fired, theta, bound, tie_rule), fired
+
+        def going(t, fired, fired_before):
+            return (t < time_steps) & ((t == 0) | tf.reduce_any(fired != fired_before))
+
+        zeros = tf.zeros_like(membrane)
+        return tf.while_loop(going, step, (tf.constant(0), zeros, zeros))[1]
+
+    return replay
 
 
 def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):

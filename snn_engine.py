@@ -1,7 +1,7 @@
 """The fast SNN engine: the same logs as spiking_utils.simulate_reference, many times faster.
 
 spiking_utils.py defines the method and simulates it plainly; this module only speeds it up, and
-tests/test_snn.py (test_fast_engine_equals_reference, test_logs_equal_reference_simulation) holds
+tests/test_snn.py (test_both_engines_write_identical_files, test_logs_equal_reference_simulation) holds
 the two engines to identical logs. What it does differently:
 (a) it steps pools of hundreds of samples at once, two pools in parallel threads, each through one
     compiled TensorFlow step, each layer's element-wise neuron update fused by XLA on the layer's

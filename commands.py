@@ -58,11 +58,11 @@ def evaluation_args(model, precision, spiking, argv=None):
                             help="compare every neuron's spike count with 2**k x the quantized ANN activation")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
-                            help="fast (default) or reference: the plain float64 simulator of spiking_utils.py, "
-                                 "much slower, with identical logs")
+                            help="fast (snn_engine.py) or reference: the plain float64 simulator of spiking_utils.py, "
+                                 "much slower, with identical logs (default: %(default)s)")
         parser.add_argument("--tie-rule", choices=TIE_RULES, default=TIE_RULES[0],
-                            help="paper (default): the authors' spike rule; exact: ours, which settles at 2**k x q_k "
-                                 "for every input, rounding ties included (docs/tie_rule.md)")
+                            help="paper: the authors' spike rule; exact: ours, which settles at 2**k x q_k "
+                                 "for every input, rounding ties included (docs/tie_rule.md; default: %(default)s)")
     return parser.parse_args(argv)
 
 

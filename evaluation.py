@@ -1,4 +1,4 @@
-"""Evaluate a trained model: the quantized ANN (Keras) or its spiking conversion (spiking_utils).
+"""Evaluate a trained model: the quantized ANN (Keras) or its spiking conversion (spiking_utils, run by snn_engine).
 
 Both read `model_n_mnist.npz` (§6), so any parameter file in that format can be evaluated.
 
@@ -17,7 +17,7 @@ import models
 import paths
 import snn_engine
 import spiking_utils
-from architectures import ARCHITECTURES, MAX_TIME_STEPS, TIME_STEPS, ann_ops_per_sample, precision_to_k
+from architectures import ARCHITECTURES, ENGINES, MAX_TIME_STEPS, TIE_RULES, TIME_STEPS, ann_ops_per_sample, precision_to_k
 from cli import UserError, shown, write_text_atomic
 from log_format import LOG_BATCH_SIZE, LOG_FILES, log_columns, steps_to_final, write_logs
 from n_mnist import DEFAULT_DATA, load_frames
@@ -115,22 +115,22 @@ def summarize_logs(columns, n_test, time_steps, model, k, batch_size):
     }
 
 
-def simulate(network, frames, time_steps, engine="fast", keep_counts=False, progress=True):
+def simulate(network, frames, time_steps, engine=ENGINES[0], keep_counts=False, progress=True):
     """Run the SNN with `engine`: the fast one, or the plain reference that defines it."""
     if engine == "fast":
         return snn_engine.simulate(network, frames, time_steps, keep_counts=keep_counts, progress=progress)
     if engine == "reference":
         return spiking_utils.simulate_reference(network, frames, time_steps, keep_counts=keep_counts, progress=progress)
-    raise ValueError(f"unknown engine {engine!r}; expected fast or reference")
+    raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
 
 
 def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=None,
                  time_steps=TIME_STEPS, batch_size=LOG_BATCH_SIZE,
-                 test_limit=None, check_lossless=False, progress=True, engine="fast", tie_rule="paper"):
+                 test_limit=None, check_lossless=False, progress=True, engine=ENGINES[0], tie_rule=TIE_RULES[0]):
     """Simulate the converted SNN on the test set; write the four logs and snn_results.json.
 
     The logs are those of `tie_rule`. The lossless check, if asked for, runs under both rules
-    (spiking_utils.TIE_RULES), the other one in a second simulation whose logs are not kept.
+    (architectures.TIE_RULES), the other one in a second simulation whose logs are not kept.
     """
     k = precision_to_k(precision)
     if k < 0:
@@ -161,7 +161,7 @@ def evaluate_snn(model, precision, data=DEFAULT_DATA, model_dir=None, log_dir=No
     results["samples_still_spiking_at_the_last_step"] = int(result.still_spiking.sum())  # T too short for them
     if check_lossless:
         results["lossless_check"] = {}
-        for rule in spiking_utils.TIE_RULES:
+        for rule in TIE_RULES:
             rule_network, rule_result = (network, result) if rule == tie_rule else run(rule)
             check = lossless.check(rule_result, rule_network, x_test)
             results["lossless_check"][rule] = lossless.report(rule_result, check, rule_network)

@@ -3,7 +3,8 @@
 - `read_idx`: one gzip-compressed IDX file, every header field and its length checked.
 - `read_pair`: the images and labels of one official split ("train" or "t10k"), checked together.
 - `build_dataset`: the four files -> `data/fashion_mnist.npz`, split as §8 says (`SIZES`); `summary`: its line.
-- `load_fashion_mnist` / `network_inputs`: the loader every later script uses, and the network inputs.
+- `load_fashion_mnist` / `network_inputs`: the loader for the Fashion-MNIST scripts (still to come), and the
+  network inputs.
 
 Numpy only, so that the converter's --help is instant.
 """

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from architectures import ARCHITECTURES, BN_EPSILON, QUANTIZER_TIE_NUDGE
-from spiking_utils import NEGATIVE_SPIKE_TOLERANCE, weighted_input
-
-EXACT_RULE_TIE_WINDOW = 1e-9  # exact tie rule: only float64 rounding at a boundary can differ (docs/tie_rule.md)
+from spiking_utils import EXACT_TIE_MARGIN, NEGATIVE_SPIKE_TOLERANCE, weighted_input
 
 
 @dataclass
@@ -80,7 +78,7 @@ def explain_mismatches(network, frames, snn_counts):
         if network.tie_rule == "paper":
             window = 2 * np.maximum(QUANTIZER_TIE_NUDGE, NEGATIVE_SPIKE_TOLERANCE / layer.threshold)  # per channel
         else:
-            scaled, window = scaled + QUANTIZER_TIE_NUDGE, EXACT_RULE_TIE_WINDOW
+            scaled, window = scaled + QUANTIZER_TIE_NUDGE, EXACT_TIE_MARGIN
         differs = (counts != levels).reshape(len(frames), -1)
         near_tie = (np.abs(scaled - np.floor(scaled) - 0.5) <= window).reshape(len(frames), -1)
         ties = ties + (differs & near_tie).sum(axis=1)

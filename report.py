@@ -56,7 +56,7 @@ def results_rows(root, models, precisions):
 
 def lossless_text(row):
     """The lossless check of one SNN under each tie rule, e.g. `paper: yes, 0 of 359 predictions differ
-    (1,341 neurons: 76 ties and downstream) · exact: yes, 0 of 359 differ`."""
+    (1,341 neurons: 76 ties, 1,265 downstream) · exact: yes, 0 of 359 predictions differ`."""
     if not row["check"]:
         return "–"
     parts = []
@@ -70,8 +70,9 @@ def lossless_text(row):
         else:
             verdict = "yes"
         neurons = check["mismatching_neurons"]
-        detail = (f" ({neurons:,} neurons: {check['rounding_tie_neurons']} ties and downstream"
-                  + (f", {check['other_mismatching_neurons']} otherwise" if check["other_mismatching_neurons"] else "")
+        detail = (f" ({neurons:,} neurons: {check['rounding_tie_neurons']:,} ties, "
+                  f"{check['downstream_of_ties_neurons']:,} downstream"
+                  + (f", {check['other_mismatching_neurons']:,} otherwise" if check["other_mismatching_neurons"] else "")
                   + ")" if neurons else "")
         parts.append(f"{rule}: {verdict}, {check['mismatching_predictions']} of {row['n_test']:,} predictions "
                      f"differ{detail}")

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from spiking_utils import EXACT_TIE_MARGIN as TIE_MARGIN
 from spiking_utils import negative_spike_threshold, neuron_step, spike_decision, weighted_input
 
 DECISION_WINDOW_ULPS = 256  # float32 ulps of a layer's largest one-step input: closer calls are re-decided in float64
-TIE_MARGIN = 1e-9  # a float64 d this close to a threshold (in units of theta) counts as an exact tie
 
 
 
@@ -174,7 +174,7 @@ def replay_steps(time_steps, tie_rule):
 
 
 def exact_spikes(layer, fast, counts_in, cap, previous_counts, where):
-    """§4 steps 4-5 in float64 for the units `where`, as the literal simulation takes them.
+    """§4 steps 4-5 in float64 for the units `where`, as the reference simulator takes them.
 
     previous_counts: (m,) their net spike counts before this step. Returns (m,) spikes and (m,)
     whether each decision is an exact tie: d within TIE_MARGIN theta of a threshold, where two

@@ -22,6 +22,7 @@ from cli import UserError
 from log_format import LOG_BATCH_SIZE
 
 NEGATIVE_SPIKE_TOLERANCE = 1e-5  # d < -1e-5 fires a negative spike (§4, step 5), under the paper's rule
+EXACT_TIE_MARGIN = 1e-9  # closer than this (in threshold or count units), float64 rounding decides: an exact tie
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,13 +141,13 @@ def synaptic_input(layer, inputs):
 
 def negative_spike_threshold(tie_rule):
     """d below this fires -1: -1e-5 under the paper's rule (§4 step 5), 0 under the exact one."""
-    return -NEGATIVE_SPIKE_TOLERANCE if tie_rule == "paper" else 0.0
+    return 0.0 if tie_rule == "exact" else -NEGATIVE_SPIKE_TOLERANCE
 
 
 def spike_decision(d, threshold, tie_rule="paper"):
     """§4 step 5, in d's dtype: +1 if d > theta (paper) or d >= theta (exact); -1 if d is below
     negative_spike_threshold; else 0. docs/tie_rule.md derives the exact rule."""
-    fires = d > threshold if tie_rule == "paper" else d >= threshold
+    fires = d >= threshold if tie_rule == "exact" else d > threshold
     return tf.cast(fires, d.dtype) - tf.cast(d < negative_spike_threshold(tie_rule), d.dtype)
 
 

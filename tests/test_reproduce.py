@@ -305,7 +305,7 @@ def test_lossless_verdicts():
                                          "exact: yes, 0 of 359 predictions differ")
     check.update(mismatching_neurons=7, rounding_tie_neurons=2, downstream_of_ties_neurons=5, mismatching_predictions=1)
     assert report.lossless_text(row).startswith("paper: no, at rounding ties, 1 of 359 predictions differ "
-                                                "(7 neurons: 2 ties and downstream) · exact: yes")
+                                                "(7 neurons: 2 ties, 5 downstream) · exact: yes")
     check.update(samples_still_spiking_at_the_last_step=3, unsettled_neurons=40)
     assert report.lossless_text(row).startswith("paper: not settled (3 samples still spiking)")
     check.update(other_mismatching_neurons=1)

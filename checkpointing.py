@@ -22,7 +22,7 @@ import numpy as np
 import models
 from architectures import k_to_precision
 from cli import UserError, atomic_path, is_number, write_text_atomic
-from paths import PARAMETERS_FILE
+from paths import parameters_file
 from quantization import QuantizedReLU
 
 STATE_FILE = "training_state.json"  # the commit point: which checkpoint is complete, and the history
@@ -122,7 +122,7 @@ def load_checkpoint(path, model, precision, k):
     return keras_model
 
 
-def resume_run(model_dir, model, precision, k, epochs, settings):
+def resume_run(model_dir, model, precision, k, epochs, settings, dataset="n_mnist"):
     """(compiled Keras model, history rows) of the interrupted run in `model_dir`, checked to be the
     run asked for: same model and precision, no more epochs done than `epochs`, same settings."""
     state = read_state(model_dir)
@@ -137,17 +137,17 @@ def resume_run(model_dir, model, precision, k, epochs, settings):
     check_same_settings(model_dir, state, settings)
     keras_model = load_checkpoint(model_dir / state["checkpoint"], model, precision, k)
     print(f"resuming {model} {precision} from epoch {state['epochs_done']} of {epochs}")
-    remove_files(temporary_files(model_dir))  # what a kill mid-write left
+    remove_files(temporary_files(model_dir, dataset))  # what a kill mid-write left
     return keras_model, state["history"]
 
 
-def clear_earlier_run(model_dir):
+def clear_earlier_run(model_dir, dataset="n_mnist"):
     """Delete everything an earlier run left in `model_dir`, so that nothing of it is mistaken for this
     run's output; its state is not even read (it may be what went wrong)."""
     if (model_dir / STATE_FILE).exists():
         print(f"note: starting afresh; the earlier run in {model_dir} is replaced (use --resume to continue it)")
-    remove_files([*model_dir.glob("checkpoint_epoch*.keras"), *temporary_files(model_dir),
-                  model_dir / STATE_FILE, model_dir / LOG_FILE, model_dir / PARAMETERS_FILE])
+    remove_files([*model_dir.glob("checkpoint_epoch*.keras"), *temporary_files(model_dir, dataset),
+                  model_dir / STATE_FILE, model_dir / LOG_FILE, model_dir / parameters_file(dataset)])
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -158,12 +158,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
     `probe_x`, before they are saved.
     """
 
-    def __init__(self, model_dir, model_name, k, history, settings, probe_x):
+    def __init__(self, model_dir, model_name, k, history, settings, probe_x, dataset="n_mnist"):
         super().__init__()
-        self.model_dir, self.model_name, self.k = Path(model_dir), model_name, k
+        self.model_dir, self.model_name, self.k, self.dataset = Path(model_dir), model_name, k, dataset
         self.history_rows = list(history)
         self.settings = settings  # what a resumed run must match
-        self.probe_x = probe_x  # (n, 34, 34, 1) training inputs whose outputs must stay finite
+        self.probe_x = probe_x  # (n, *input shape) training inputs whose outputs must stay finite
         self.bad_loss_epoch = None
 
     def weights_are_finite(self):
@@ -195,12 +195,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for old in self.model_dir.glob("checkpoint_epoch*.keras"):
             if old.name != checkpoint.name:
                 old.unlink()
-        write_outputs(self.model_dir, self.model, self.model_name, self.k, self.history_rows)
+        write_outputs(self.model_dir, self.model, self.model_name, self.k, self.history_rows, self.dataset)
 
 
-def write_outputs(model_dir, keras_model, model_name, k, history_rows):
-    """The files derived from a finished epoch: model_n_mnist.npz and training_log.csv."""
-    models.save_parameters(Path(model_dir) / PARAMETERS_FILE, models.export_parameters(keras_model, model_name, k))
+def write_outputs(model_dir, keras_model, model_name, k, history_rows, dataset="n_mnist"):
+    """The files derived from a finished epoch: model_<dataset>.npz and training_log.csv."""
+    models.save_parameters(Path(model_dir) / parameters_file(dataset),
+                           models.export_parameters(keras_model, model_name, k, dataset))
     lines = [",".join(LOG_COLUMNS)]
     lines += [f"{row['epoch']},{row['loss']:.6f},{row['accuracy']:.6f},{row['seconds']:.2f}" for row in history_rows]
     write_text_atomic(Path(model_dir) / LOG_FILE, "\n".join(lines) + "\n")
@@ -214,9 +215,9 @@ def make_model_dir(model_dir):
         raise UserError(f"{model_dir}: cannot create the model folder ({error.strerror or error})") from None
 
 
-def temporary_files(model_dir):
+def temporary_files(model_dir, dataset="n_mnist"):
     """The temporary files (cli.atomic_path's `.<name>.*.tmp*`) of this module's outputs in `model_dir`."""
-    names = ["checkpoint_epoch*.keras", STATE_FILE, LOG_FILE, PARAMETERS_FILE]
+    names = ["checkpoint_epoch*.keras", STATE_FILE, LOG_FILE, parameters_file(dataset)]
     return [path for name in names for path in Path(model_dir).glob(f".{name}.*.tmp*")]
 
 

@@ -7,31 +7,39 @@ off the terminal.
     python LeNet/training_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz     # train
     python LeNet/inference_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz    # ANN test accuracy
     python LeNet/inference_k1_slenet_n_mnist.py --data data/n_mnist_demo.npz   # SNN logs
+    python FashionMNIST/LeNet/training_k1_lenet_fashion_mnist.py                # data/fashion_mnist.npz
+
+Each entry point takes the script's dataset ("n_mnist", the default, or "fashion_mnist"): the defaults of
+--data, --epochs and --time-steps, and the folders, are that dataset's (architectures.DATASETS).
 """
 from pathlib import Path
 
+import data_sources
 import paths
-from architectures import BATCH_SIZE, ENGINES, EPOCHS, LEARNING_RATE, MAX_TIME_STEPS, SEED, TIE_RULES, TIME_STEPS
+from architectures import BATCH_SIZE, ENGINES, LEARNING_RATE, MAX_TIME_STEPS, SEED, TIE_RULES, check_dataset
 from cli import (TF_NOTICES_HELP, ArgumentParser, import_tensorflow, non_negative_int, number_type, positive_float,
                  positive_int, run_main, shown)
 from log_format import LOG_BATCH_SIZE
-from n_mnist import DEFAULT_DATA, check_data_file
 
 
 time_steps_type = number_type(int, lambda value: 1 <= value <= MAX_TIME_STEPS, f"an integer from 1 to {MAX_TIME_STEPS:,}")
 
 
-def common_flags(parser, model, precision):
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"frame dataset (default: {shown(DEFAULT_DATA)})")
+def common_flags(parser, model, precision, dataset):
+    default_data = data_sources.default_data(dataset)
+    what = "frame dataset" if dataset == "n_mnist" else f"{check_dataset(dataset).title} dataset file"
+    parser.add_argument("--data", type=Path, default=default_data, help=f"{what} (default: {shown(default_data)})")
     parser.add_argument("--model-dir", type=Path, default=None,
-                        help=f"folder of {paths.PARAMETERS_FILE} (default: {shown(paths.model_dir(model, precision))}/)")
+                        help=f"folder of {paths.parameters_file(dataset)} "
+                             f"(default: {shown(paths.model_dir(model, precision, dataset=dataset))}/)")
 
 
-def training_args(model, precision, argv=None):
-    parser = ArgumentParser(description=f"Train {model} at precision {precision} on N-MNIST frames (ALGORITHM.md §2).",
-                            epilog=TF_NOTICES_HELP)
-    common_flags(parser, model, precision)
-    parser.add_argument("--epochs", type=positive_int, default=EPOCHS, help="total epochs (default: %(default)s)")
+def training_args(model, precision, argv=None, dataset="n_mnist"):
+    inputs = "N-MNIST frames (ALGORITHM.md §2)" if dataset == "n_mnist" else f"{check_dataset(dataset).title} (ALGORITHM.md §8)"
+    parser = ArgumentParser(description=f"Train {model} at precision {precision} on {inputs}.", epilog=TF_NOTICES_HELP)
+    common_flags(parser, model, precision, dataset)
+    parser.add_argument("--epochs", type=positive_int, default=check_dataset(dataset).epochs[model],
+                        help="total epochs (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=positive_float, default=LEARNING_RATE, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=SEED, help="default: %(default)s")
@@ -42,16 +50,17 @@ def training_args(model, precision, argv=None):
     return parser.parse_args(argv)
 
 
-def evaluation_args(model, precision, spiking, argv=None):
+def evaluation_args(model, precision, spiking, argv=None, dataset="n_mnist"):
     kind = "spiking network converted from" if spiking else "ANN"
-    parser = ArgumentParser(description=f"Evaluate the {kind} {model} at precision {precision} on the N-MNIST test set.",
-                            epilog=TF_NOTICES_HELP)
-    common_flags(parser, model, precision)
+    parser = ArgumentParser(description=f"Evaluate the {kind} {model} at precision {precision} on the "
+                                        f"{check_dataset(dataset).title} test set.", epilog=TF_NOTICES_HELP)
+    common_flags(parser, model, precision, dataset)
     parser.add_argument("--test-limit", type=positive_int, default=None, metavar="N", help="use the first N test samples")
     if spiking:
         parser.add_argument("--log-dir", type=Path, default=None,
-                            help=f"where the logs go (default: {shown(paths.log_dir(model, precision))}/)")
-        parser.add_argument("--time-steps", type=time_steps_type, default=TIME_STEPS, help="T (default: %(default)s)")
+                            help=f"where the logs go (default: {shown(paths.log_dir(model, precision, dataset=dataset))}/)")
+        parser.add_argument("--time-steps", type=time_steps_type, default=check_dataset(dataset).time_steps[model],
+                            help="T (default: %(default)s)")
         parser.add_argument("--batch-size", type=positive_int, default=LOG_BATCH_SIZE,
                             help="samples per log line group (default: %(default)s, the authors' batch)")
         parser.add_argument("--check-lossless", action="store_true",
@@ -66,50 +75,51 @@ def evaluation_args(model, precision, spiking, argv=None):
     return parser.parse_args(argv)
 
 
-def check_inputs(model, precision, args):
+def check_inputs(model, precision, args, dataset="n_mnist"):
     """The parameter file and the data exist: checked before TensorFlow is imported, so a typo answers at once."""
-    paths.check_parameter_file((args.model_dir or paths.model_dir(model, precision)) / paths.PARAMETERS_FILE)
-    check_data_file(args.data)
+    paths.check_parameter_file((args.model_dir or paths.model_dir(model, precision, dataset=dataset))
+                               / paths.parameters_file(dataset))
+    data_sources.check_data_file(args.data, dataset)
 
 
-def train(model, precision, argv=None):
+def train(model, precision, argv=None, dataset="n_mnist"):
     """Entry point of the thin training scripts."""
 
     def run(argv):
-        args = training_args(model, precision, argv)
-        check_data_file(args.data)
+        args = training_args(model, precision, argv, dataset)
+        data_sources.check_data_file(args.data, dataset)
         import_tensorflow()
         import training
 
         history = training.train(model, precision, data=args.data, model_dir=args.model_dir, epochs=args.epochs,
                                  batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                                 resume=args.resume, train_limit=args.train_limit)
+                                 resume=args.resume, train_limit=args.train_limit, dataset=dataset)
         last = history[-1]
         print(f"epoch {last['epoch']}: loss {last['loss']:.4f}, train accuracy {100 * last['accuracy']:.2f}%")
 
     return run_main(run, argv)
 
 
-def evaluate_ann(model, precision, argv=None):
+def evaluate_ann(model, precision, argv=None, dataset="n_mnist"):
     """Entry point of the thin ANN inference scripts."""
 
     def run(argv):
-        args = evaluation_args(model, precision, spiking=False, argv=argv)
-        check_inputs(model, precision, args)
+        args = evaluation_args(model, precision, spiking=False, argv=argv, dataset=dataset)
+        check_inputs(model, precision, args, dataset)
         import_tensorflow()
         import evaluation
 
-        evaluation.evaluate_ann(model, precision, args.data, args.model_dir, args.test_limit)
+        evaluation.evaluate_ann(model, precision, args.data, args.model_dir, args.test_limit, dataset=dataset)
 
     return run_main(run, argv)
 
 
-def evaluate_snn(model, precision, argv=None):
+def evaluate_snn(model, precision, argv=None, dataset="n_mnist"):
     """Entry point of the thin SNN inference scripts."""
 
     def run(argv):
-        args = evaluation_args(model, precision, spiking=True, argv=argv)
-        check_inputs(model, precision, args)
+        args = evaluation_args(model, precision, spiking=True, argv=argv, dataset=dataset)
+        check_inputs(model, precision, args, dataset)
         import_tensorflow()
         import evaluation
         import snn_engine
@@ -117,6 +127,6 @@ def evaluate_snn(model, precision, argv=None):
         snn_engine.configure_threads()
         evaluation.evaluate_snn(model, precision, args.data, args.model_dir, args.log_dir, args.time_steps,
                                 args.batch_size, args.test_limit, args.check_lossless, progress=not args.quiet,
-                                engine=args.engine, tie_rule=args.tie_rule)
+                                engine=args.engine, tie_rule=args.tie_rule, dataset=dataset)
 
     return run_main(run, argv)

@@ -3,8 +3,8 @@
 - `read_idx`: one gzip-compressed IDX file, every header field and its length checked.
 - `read_pair`: the images and labels of one official split ("train" or "t10k"), checked together.
 - `build_dataset`: the four files -> `data/fashion_mnist.npz`, split as §8 says (`SIZES`); `summary`: its line.
-- `load_fashion_mnist` / `network_inputs`: the loader for the Fashion-MNIST scripts (still to come), and the
-  network inputs.
+- `load_fashion_mnist` / `network_inputs`: the checked dataset file, and the network inputs;
+  `load_inputs`: what training.py and evaluation.py read (data_sources.py picks it for Fashion-MNIST).
 
 Numpy only, so that the converter's --help is instant.
 """
@@ -143,3 +143,30 @@ def load_fashion_mnist(path=DEFAULT_DATA):
 def network_inputs(images):
     """What the networks see: float32 (N, 28, 28, 1) = pixel / 256 (exact in float32)."""
     return (np.asarray(images, dtype=np.float32) / PIXEL_SCALE)[..., None]
+
+
+def check_data_file(path):
+    """UserError unless `path` is a file: the first check of the dataset file, made before any long import."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not the Fashion-MNIST dataset file (.npz)")
+    if not path.is_file():
+        raise UserError(f"{path}: data file not found (make it with `python preprocessing_fashion_mnist.py`)")
+
+
+def load_inputs(path=DEFAULT_DATA, train_limit=None, test_limit=None):
+    """Network inputs as n_mnist.load_frames gives them: (x_train, y_train, x_test, y_test).
+
+    x: float32 (N, 28, 28, 1) = pixel / 256; y: int64. Training uses the train split only (the
+    validation split is the authors' printout, §8), evaluation the test split. `*_limit` keeps the
+    first N samples; 0 means that split is not needed.
+    """
+    arrays = load_fashion_mnist(path)
+
+    def prepare(split, limit):
+        x, y = arrays[f"x_{split}"][:limit], arrays[f"y_{split}"][:limit]
+        if len(x) == 0 and limit != 0:
+            raise UserError(f"{path}: the {split} split is empty")
+        return network_inputs(x), y.astype(np.int64)
+
+    return (*prepare("train", train_limit), *prepare("test", test_limit))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from architectures import ARCHITECTURES, BN_EPSILON, QUANTIZER_TIE_NUDGE
+from architectures import BN_EPSILON, QUANTIZER_TIE_NUDGE, architecture
 from spiking_utils import EXACT_TIE_MARGIN, NEGATIVE_SPIKE_TOLERANCE, weighted_input
 
 
@@ -36,13 +36,18 @@ def check(result, network, frames, block_size=256):
     return LosslessCheck(*(np.concatenate(column) for column in zip(*checks)))
 
 
+def layers_of(params):
+    """The hidden layers of the network a §6 parameter dict describes (no `dataset`: N-MNIST's)."""
+    return architecture(params["model"], params.get("dataset", "n_mnist"))
+
+
 def quantized_layer(params, index, activation):
     """Hidden layer `index` (from 1) of the quantized ANN of §2, in float64, from the raw parameters.
 
     Returns (2**k * relu(BN(z)), 2**k * q_k(relu(BN(z)))): the scaled activation before and after
     rounding; the second is the spike count a lossless SNN neuron must reach.
     """
-    layer, k = ARCHITECTURES[params["model"]][index - 1], params["k"]
+    layer, k = layers_of(params)[index - 1], params["k"]
     z = weighted_input(layer.kind, params[f"{layer.name}_kernel"], layer.stride, activation).numpy()
     gamma, beta, mean, var = (params[f"bn{index}_{field}"] for field in ("gamma", "beta", "mean", "var"))
     scaled = np.maximum(gamma * (z - mean) / np.sqrt(var + BN_EPSILON) + beta, 0.0) * 2.0**k
@@ -50,9 +55,9 @@ def quantized_layer(params, index, activation):
 
 
 def quantized_ann(params, frames):
-    """The quantized ANN in float64: (per layer 2**k * q_k activations, predictions). frames: (B, 34, 34, 1)."""
+    """The quantized ANN in float64: (per layer 2**k * q_k activations, predictions). frames: (B, *input shape)."""
     activation, counts = frames.astype(np.float64), []
-    for index in range(1, len(ARCHITECTURES[params["model"]]) + 1):
+    for index in range(1, len(layers_of(params)) + 1):
         counts.append(quantized_layer(params, index, activation)[1])
         activation = counts[-1] / 2.0 ** params["k"]
     logits = activation.reshape(len(activation), -1) @ params["out_kernel"]

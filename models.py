@@ -1,16 +1,17 @@
-"""Keras builders for LeNet and the 400-400 MLP (ALGORITHM.md §2) and the §6 parameter file.
+"""Keras builders for LeNet and the 400-400 MLP (ALGORITHM.md §2, §8) and the §6 parameter file.
 
-`model_n_mnist.npz` holds plain named arrays (conv1_kernel, bn1_gamma, ..., out_kernel, model, k)
+`model_<dataset>.npz` holds plain named arrays (conv1_kernel, bn1_gamma, ..., out_kernel, model, k)
 so that any tool, the spiking simulator included, can read it with `np.load(allow_pickle=False)`.
+A Fashion-MNIST file also holds `dataset`; a file without it is N-MNIST's (as all earlier files are).
 """
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from architectures import (ARCHITECTURES, BN_EPSILON, BN_GAMMA_MEAN, BN_GAMMA_STDDEV, BN_MOMENTUM,
-                           HIDDEN_KERNEL_STDDEV, INPUT_SHAPE, NUM_CLASSES, OUTPUT_KERNEL_STDDEV, check_model_name,
-                           k_to_precision, layer_shapes)
+from architectures import (BN_EPSILON, BN_GAMMA_MEAN, BN_GAMMA_STDDEV, BN_MOMENTUM, DATASETS,
+                           HIDDEN_KERNEL_STDDEV, NUM_CLASSES, OUTPUT_KERNEL_STDDEV, architecture, check_dataset,
+                           check_model_name, k_to_precision, layer_shapes)
 from cli import UserError, atomic_path, load_npz_arrays
 from paths import PARAMETERS_FILE, check_parameter_file  # noqa: F401  (models.PARAMETERS_FILE: the callers' name)
 from quantization import QuantizedReLU
@@ -28,16 +29,16 @@ def hidden_kernel_initializer():
     return keras.initializers.TruncatedNormal(stddev=HIDDEN_KERNEL_STDDEV)
 
 
-def build_model(model, k):
-    """The Keras model for `model` ('lenet' or 'mlp') at precision k (-1 = full precision).
+def build_model(model, k, dataset="n_mnist"):
+    """The Keras model for `model` ('lenet' or 'mlp') on `dataset` at precision k (-1 = full precision).
 
     No biases anywhere; BN -> ReLU -> q_k after every hidden weight layer; logits out.
     Layer names match the parameter file: conv1 / bn1 / act1 ..., out. Initial weights are the
     authors' (§2); they are drawn from Keras' global seed (`keras.utils.set_random_seed`).
     """
-    inputs = keras.Input(INPUT_SHAPE, name="frames")  # (batch, 34, 34, 1)
+    inputs = keras.Input(check_dataset(dataset).input_shape, name="frames")  # (batch, 34, 34, 1) for N-MNIST
     x = inputs
-    for index, layer in enumerate(ARCHITECTURES[check_model_name(model)], start=1):
+    for index, layer in enumerate(architecture(model, dataset), start=1):
         if layer.kind == "conv":
             x = keras.layers.Conv2D(layer.units, layer.kernel_size, strides=layer.stride,
                                     padding="valid", use_bias=False, kernel_initializer=hidden_kernel_initializer(),
@@ -57,11 +58,11 @@ def build_model(model, k):
     return keras.Model(inputs, logits, name=f"{model}_{k_to_precision(k)}")
 
 
-def parameter_shapes(model):
-    """{array name: shape} of a §6 parameter file (without the `model` and `k` entries)."""
+def parameter_shapes(model, dataset="n_mnist"):
+    """{array name: shape} of a §6 parameter file (without the `model`, `k` and `dataset` entries)."""
     shapes = {}
-    layers = ARCHITECTURES[check_model_name(model)]
-    io_shapes = layer_shapes(model)
+    layers = architecture(model, dataset)
+    io_shapes = layer_shapes(model, dataset)
     for layer, (shape_in, _) in zip(layers, io_shapes):
         if layer.kind == "conv":
             shapes[f"{layer.name}_kernel"] = (layer.kernel_size, layer.kernel_size, shape_in[-1], layer.units)
@@ -74,22 +75,28 @@ def parameter_shapes(model):
     return shapes
 
 
-def export_parameters(keras_model, model, k):
-    """The §6 arrays of a built Keras model: float32 kernels and BN statistics, plus model and k."""
+def export_parameters(keras_model, model, k, dataset="n_mnist"):
+    """The §6 arrays of a built Keras model: float32 kernels and BN statistics, plus model and k.
+
+    And `dataset`, but for N-MNIST, whose files never had it (so they stay as they were).
+    """
     params = {}
-    for index, layer in enumerate(ARCHITECTURES[model], start=1):
+    for index, layer in enumerate(architecture(model, dataset), start=1):
         params[f"{layer.name}_kernel"] = keras.ops.convert_to_numpy(keras_model.get_layer(layer.name).kernel)
         bn = keras_model.get_layer(f"bn{index}")
         for field, variable in zip(BN_FIELDS, (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)):
             params[f"bn{index}_{field}"] = keras.ops.convert_to_numpy(variable)
     params["out_kernel"] = keras.ops.convert_to_numpy(keras_model.get_layer("out").kernel)
     params = {name: np.asarray(value, dtype=np.float32) for name, value in params.items()}
-    return {**params, "model": np.array(model), "k": np.array(k, dtype=np.int64)}
+    tags = {"model": np.array(model), "k": np.array(k, dtype=np.int64)}
+    if dataset != "n_mnist":
+        tags["dataset"] = np.array(dataset)
+    return {**params, **tags}
 
 
-def assign_parameters(keras_model, params, model):
-    """Copy §6 arrays into a Keras model built by `build_model(model, k)`."""
-    for index, layer in enumerate(ARCHITECTURES[model], start=1):
+def assign_parameters(keras_model, params, model, dataset="n_mnist"):
+    """Copy §6 arrays into a Keras model built by `build_model(model, k, dataset)`."""
+    for index, layer in enumerate(architecture(model, dataset), start=1):
         keras_model.get_layer(layer.name).kernel.assign(params[f"{layer.name}_kernel"])
         bn = keras_model.get_layer(f"bn{index}")
         for field, variable in zip(BN_FIELDS, (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)):
@@ -103,10 +110,10 @@ def save_parameters(path, params):
         np.savez(temporary, **params)
 
 
-def load_parameters(path, model=None, k=None, quantized_only=False):
-    """Read and validate a §6 parameter file; returns {name: float64 array} plus 'model' and 'k'.
+def load_parameters(path, model=None, k=None, quantized_only=False, dataset=None):
+    """Read and validate a §6 parameter file; returns {name: float64 array} plus 'model', 'k' and 'dataset'.
 
-    `model` / `k`, when given, must match what the file says; `quantized_only` rejects full
+    `model` / `k` / `dataset`, when given, must match what the file says (no `dataset` entry: n_mnist); `quantized_only` rejects full
     precision (the SNN needs k >= 0). Every problem is a one-line UserError naming the file.
     """
     path = Path(path)
@@ -117,8 +124,15 @@ def load_parameters(path, model=None, k=None, quantized_only=False):
             raise UserError(f"{path}: missing scalar entry '{name}'")
     if not np.issubdtype(arrays["k"].dtype, np.integer):
         raise UserError(f"{path}: entry 'k' is not an integer (got {arrays['k']!r})")
+    if "dataset" in arrays and arrays["dataset"].shape != ():
+        raise UserError(f"{path}: entry 'dataset' is not a scalar")
     file_model, file_k = str(arrays["model"]), int(arrays["k"])
-    if file_model not in ARCHITECTURES:
+    file_dataset = str(arrays["dataset"]) if "dataset" in arrays else "n_mnist"
+    if file_dataset not in DATASETS:
+        raise UserError(f"{path}: unknown dataset {file_dataset!r}")
+    if dataset is not None and file_dataset != dataset:
+        raise UserError(f"{path}: holds a {file_dataset} model, expected {dataset}")
+    if file_model not in DATASETS[file_dataset].nets:
         raise UserError(f"{path}: unknown model {file_model!r}")
     if model is not None and file_model != model:
         raise UserError(f"{path}: holds a {file_model} model, expected {model}")
@@ -126,8 +140,8 @@ def load_parameters(path, model=None, k=None, quantized_only=False):
         raise UserError(f"{path}: holds precision {k_to_precision(file_k)}, expected {k_to_precision(k)}")
     if quantized_only and file_k < 0:
         raise UserError(f"{path}: holds a full-precision model; the SNN needs a quantized one (k >= 0)")
-    params = {"model": file_model, "k": file_k}
-    for name, shape in parameter_shapes(file_model).items():
+    params = {"model": file_model, "k": file_k, "dataset": file_dataset}
+    for name, shape in parameter_shapes(file_model, file_dataset).items():
         if name not in arrays:
             raise UserError(f"{path}: missing array '{name}'")
         if arrays[name].shape != shape:
@@ -135,7 +149,7 @@ def load_parameters(path, model=None, k=None, quantized_only=False):
         if not np.issubdtype(arrays[name].dtype, np.floating) or not np.isfinite(arrays[name]).all():
             raise UserError(f"{path}: array '{name}' is not finite floating point")
         params[name] = arrays[name].astype(np.float64)
-    for index in range(1, len(ARCHITECTURES[file_model]) + 1):
+    for index in range(1, len(architecture(file_model, file_dataset)) + 1):
         if (params[f"bn{index}_var"] <= 0).any():
             raise UserError(f"{path}: bn{index}_var holds a non-positive variance")
         if quantized_only and (params[f"bn{index}_gamma"] == 0).any():  # theta = sigma / |gamma| (§3)

@@ -289,7 +289,7 @@ def configure_threads(workers=WORKERS):
 
 def simulate(network, frames, time_steps=TIME_STEPS, keep_counts=False, progress=True, pool_size=POOL_SIZE,
              workers=WORKERS):
-    """Simulate all samples for T steps; frames: (N, 34, 34, 1) float (ON count / 32). Returns SimulationResult.
+    """Simulate all samples for T steps; frames: (N, *input shape) network inputs (N-MNIST: ON counts / 32). Returns SimulationResult.
 
     Each of `workers` threads steps its own pool of `pool_size` rows, each row holding one sample
     at its own step t. A sample whose state is a fixed point (no spike in any layer at this step,

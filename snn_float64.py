@@ -89,7 +89,7 @@ def first_layer_spike_counts(layer, encoded_input, time_steps, dtype=tf.int32, b
     Its input arrives only at t = 0, so max(mem, b) is fixed and the neuron_step recurrence just
     adds theta to mem_q, one spike per step, while the gap exceeds theta: n = floor((max(mem, b) - b)
     / theta), capped at T. (The gap never drops below 0, so there are no negative spikes.)
-    encoded_input: (B, 34, 34, 1) frames * 2**k. Returns a numpy array (B, *output_shape) of `dtype` (a tf.DType).
+    encoded_input: (B, *input shape) network inputs * 2**k. Returns a numpy array (B, *output_shape) of `dtype` (a tf.DType).
     """
     count_block = make_first_layer_counter(layer, time_steps, dtype, max(1, min(block_size, len(encoded_input))))
     return np.concatenate([np.zeros((0, *layer.output_shape), dtype.as_numpy_dtype)] + [

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from architectures import (ARCHITECTURES, BN_EPSILON, NUM_CLASSES, QUANTIZER_TIE_NUDGE, TIE_RULES, TIME_STEPS,
+from architectures import (BN_EPSILON, NUM_CLASSES, QUANTIZER_TIE_NUDGE, TIE_RULES, TIME_STEPS, architecture,
                            layer_shapes)
 from cli import UserError
 from log_format import LOG_BATCH_SIZE
@@ -100,13 +100,13 @@ def synapse_counts(layer, shape_in):
 
 def convert(params, tie_rule="paper"):
     """The spiking network of a §6 parameter dict (from models.load_parameters), under `tie_rule`."""
-    model, k = params["model"], params["k"]
+    model, k, dataset = params["model"], params["k"], params.get("dataset", "n_mnist")
     if k < 0:
         raise UserError("the full-precision model has no spiking version (§3); use k = 0, 1 or 2")
     if tie_rule not in TIE_RULES:
         raise ValueError(f"unknown tie rule {tie_rule!r}; expected one of {', '.join(TIE_RULES)}")
     layers = []
-    for index, (layer, (shape_in, shape_out)) in enumerate(zip(ARCHITECTURES[model], layer_shapes(model)), start=1):
+    for index, (layer, (shape_in, shape_out)) in enumerate(zip(architecture(model, dataset), layer_shapes(model, dataset)), start=1):
         kernel, theta, bound = fold_batch_norm(
             params[f"{layer.name}_kernel"], *(params[f"bn{index}_{field}"] for field in ("gamma", "beta", "mean", "var")),
             k, tie_rule)
@@ -211,7 +211,7 @@ class SimulationResult:
 
 def simulate_reference(network, frames, time_steps=TIME_STEPS, keep_counts=False, progress=True,
                        batch_size=LOG_BATCH_SIZE):
-    """Simulate §4 step by step; frames: (N, 34, 34, 1) ON counts / 32. Returns a SimulationResult.
+    """Simulate §4 step by step; frames: (N, *input shape) network inputs (N-MNIST: ON counts / 32). Returns a SimulationResult.
 
     Every neuron of every layer is updated at every step, in float64, `batch_size` samples at once.
     The frame x 2**k is injected at t = 0 only; each later layer receives the spikes its predecessor

@@ -1,7 +1,7 @@
-"""Train a (quantized-activation) LeNet or MLP on N-MNIST frames (ALGORITHM.md §2).
+"""Train a (quantized-activation) LeNet or MLP on N-MNIST frames or Fashion-MNIST images (ALGORITHM.md §2, §8).
 
-Adam 1e-4, batch 200, 150 epochs, data reshuffled every epoch: build, compile, fit. After every
-epoch checkpointing.py writes a resumable checkpoint, `model_n_mnist.npz` (§6) and
+Adam 1e-4, batch 200, the dataset's epochs, data reshuffled every epoch: build, compile, fit. After every
+epoch checkpointing.py writes a resumable checkpoint, `model_<dataset>.npz` (§6) and
 `training_log.csv`, so an interrupted run carries on with --resume.
 
     python LeNet/training_k1_lenet_n_mnist.py --data data/n_mnist_demo.npz
@@ -18,10 +18,10 @@ import numpy as np
 import checkpointing
 import models
 import paths
-from architectures import BATCH_SIZE, EPOCHS, LEARNING_RATE, SEED, precision_to_k
+import data_sources
+from architectures import EPOCHS, BATCH_SIZE, LEARNING_RATE, SEED, check_dataset, precision_to_k  # noqa: F401 (training.EPOCHS: N-MNIST's, read by the benchmarks)
 from cli import UserError
-from n_mnist import DEFAULT_DATA, load_frames
-from paths import ANN_RESULTS_FILE, PARAMETERS_FILE
+from paths import ANN_RESULTS_FILE
 
 
 def epoch_order(n_samples, seed, epoch):
@@ -32,7 +32,7 @@ def epoch_order(n_samples, seed, epoch):
 def shuffled_batches(x, y, batch_size, seed, first_epoch, epochs):
     """Yield the training batches of epochs first_epoch .. epochs-1, reshuffled every epoch.
 
-    x: (N, 34, 34, 1), y: (N,). A plain generator: Keras consumes it in order, epoch after epoch,
+    x: (N, *input shape), y: (N,). A plain generator: Keras consumes it in order, epoch after epoch,
     so a run resumed at epoch e sees exactly the batches an uninterrupted run would have seen.
     """
     for epoch in range(first_epoch, epochs):
@@ -42,27 +42,31 @@ def shuffled_batches(x, y, batch_size, seed, first_epoch, epochs):
             yield x[rows], y[rows]
 
 
-def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, batch_size=BATCH_SIZE,
-          learning_rate=LEARNING_RATE, seed=SEED, resume=False, train_limit=None, verbose="auto", callbacks=()):
-    """Train `model` at `precision` and return the training history rows (one dict per epoch).
+def train(model, precision, data=None, model_dir=None, epochs=None, batch_size=BATCH_SIZE,
+          learning_rate=LEARNING_RATE, seed=SEED, resume=False, train_limit=None, verbose="auto", callbacks=(),
+          dataset="n_mnist"):
+    """Train `model` at `precision` on `dataset` and return the training history rows (one dict per epoch).
 
+    `data` and `epochs` default to the dataset's (data_sources.default_data, architectures.DATASETS);
     `callbacks`: extra Keras callbacks (reproduce.py's progress line).
     """
     k = precision_to_k(precision)
-    model_dir = Path(model_dir or paths.model_dir(model, precision))
-    x_train, y_train, _, _ = load_frames(data, train_limit=train_limit, test_limit=0)
+    epochs = epochs or check_dataset(dataset).epochs[model]
+    data = data or data_sources.default_data(dataset)
+    model_dir = Path(model_dir or paths.model_dir(model, precision, dataset=dataset))
+    x_train, y_train, _, _ = data_sources.load_inputs(data, dataset, train_limit=train_limit, test_limit=0)
     keras.utils.set_random_seed(seed)
     settings = checkpointing.run_settings(batch_size, learning_rate, seed, x_train, y_train)
     checkpointing.make_model_dir(model_dir)
 
     if resume:
-        keras_model, history = checkpointing.resume_run(model_dir, model, precision, k, epochs, settings)
+        keras_model, history = checkpointing.resume_run(model_dir, model, precision, k, epochs, settings, dataset)
         if len(history) == epochs:
-            checkpointing.write_outputs(model_dir, keras_model, model, k, history)
+            checkpointing.write_outputs(model_dir, keras_model, model, k, history, dataset)
             return history
     else:
-        checkpointing.clear_earlier_run(model_dir)
-        keras_model = models.build_model(model, k)
+        checkpointing.clear_earlier_run(model_dir, dataset)
+        keras_model = models.build_model(model, k, dataset)
         keras_model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -74,7 +78,8 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
 
     first_epoch = len(history)
     batches = shuffled_batches(x_train, y_train, batch_size, seed, first_epoch, epochs)
-    checkpoint = checkpointing.EpochCheckpoint(model_dir, model, k, history, settings, probe_x=x_train[:batch_size])
+    checkpoint = checkpointing.EpochCheckpoint(model_dir, model, k, history, settings, probe_x=x_train[:batch_size],
+                                             dataset=dataset)
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     keras_model.fit(batches, epochs=epochs, initial_epoch=first_epoch, verbose=verbose, shuffle=False,
@@ -88,5 +93,5 @@ def train(model, precision, data=DEFAULT_DATA, model_dir=None, epochs=EPOCHS, ba
         kept = f"kept the checkpoint of epoch {bad - 1}" if bad > 1 else "no epoch finished, nothing was written"
         raise UserError(f"{model_dir}: the loss or the weights became NaN or infinite in epoch {bad}; {kept} "
                         "(try a smaller --lr)")
-    print(f"wrote {model_dir / PARAMETERS_FILE}")
+    print(f"wrote {model_dir / paths.parameters_file(dataset)}")
     return checkpoint.history_rows

@@ -1,0 +1,12 @@
+"""ANN test accuracy: LeNet, precision full, on the Fashion-MNIST test set; writes ann_results.json.
+
+    python FashionMNIST/LeNet/inference_full_lenet_fashion_mnist.py
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # repository root
+
+import commands
+
+MODEL, PRECISION, DATASET = "lenet", "full", "fashion_mnist"
+
+if __name__ == "__main__":
+    commands.evaluate_ann(MODEL, PRECISION, dataset=DATASET)

@@ -1,0 +1,12 @@
+"""Simulate the spiking LeNet converted from the k1 quantized ANN on Fashion-MNIST; writes the four logs and snn_results.json.
+
+    python FashionMNIST/LeNet/inference_k1_slenet_fashion_mnist.py --check-lossless
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # repository root
+
+import commands
+
+MODEL, PRECISION, DATASET = "lenet", "k1", "fashion_mnist"
+
+if __name__ == "__main__":
+    commands.evaluate_snn(MODEL, PRECISION, dataset=DATASET)

@@ -1,0 +1,12 @@
+"""Train: LeNet, precision full, on Fashion-MNIST (ALGORITHM.md §8).
+
+    python FashionMNIST/LeNet/training_full_lenet_fashion_mnist.py
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # repository root
+
+import commands
+
+MODEL, PRECISION, DATASET = "lenet", "full", "fashion_mnist"
+
+if __name__ == "__main__":
+    commands.train(MODEL, PRECISION, dataset=DATASET)

@@ -86,22 +86,23 @@ def weighted_sum(spec, kernel, activation):
     return np.asarray(activation, dtype=np.float64).reshape(len(activation), -1) @ kernel
 
 
-def random_parameters(model, k, seed=0, frames=None, negative_gamma_share=0.25):
+def random_parameters(model, k, seed=0, frames=None, negative_gamma_share=0.25, dataset="n_mnist"):
     """A §6 parameter dict as models.load_parameters returns it: float64 arrays holding float32 values.
 
     He-normal kernels; gammas of both signs (about `negative_gamma_share` negative); with `frames`
     (float (B, 34, 34, 1)) each BN's mean and variance are the statistics of its pre-activations on
-    those frames, so that BN(z) has unit scale and the spike counts stay modest.
+    those frames, so that BN(z) has unit scale and the spike counts stay modest. A `dataset` other
+    than n_mnist gives its architecture and a 'dataset' entry (frames then of its input shape).
     """
     import models
-    from architectures import ARCHITECTURES, BN_EPSILON, QUANTIZER_TIE_NUDGE
+    from architectures import BN_EPSILON, QUANTIZER_TIE_NUDGE, architecture
 
     rng = np.random.default_rng(seed)
     f32 = lambda a: np.asarray(a, dtype=np.float32).astype(np.float64)  # noqa: E731
-    shapes = models.parameter_shapes(model)
-    params = {"model": model, "k": k}
+    shapes = models.parameter_shapes(model, dataset)
+    params = {"model": model, "k": k} if dataset == "n_mnist" else {"model": model, "k": k, "dataset": dataset}
     activation = None if frames is None else np.asarray(frames, dtype=np.float64)
-    for index, layer in enumerate(ARCHITECTURES[model], start=1):
+    for index, layer in enumerate(architecture(model, dataset), start=1):
         shape = shapes[f"{layer.name}_kernel"]
         fan_in = int(np.prod(shape[:-1]))
         kernel = f32(rng.normal(0.0, np.sqrt(2.0 / fan_in), shape))
@@ -127,9 +128,13 @@ def random_parameters(model, k, seed=0, frames=None, negative_gamma_share=0.25):
 
 
 def file_arrays(params):
-    """The arrays of a §6 file for a parameter dict: float32 arrays, `model` string, `k` integer."""
-    arrays = {name: np.asarray(value, dtype=np.float32) for name, value in params.items() if name not in ("model", "k")}
-    return {**arrays, "model": np.array(params["model"]), "k": np.array(params["k"], dtype=np.int64)}
+    """The arrays of a §6 file for a parameter dict: float32 arrays, `model` string, `k` integer (and `dataset`)."""
+    tags = ("model", "k", "dataset")
+    arrays = {name: np.asarray(value, dtype=np.float32) for name, value in params.items() if name not in tags}
+    arrays.update({"model": np.array(params["model"]), "k": np.array(params["k"], dtype=np.int64)})
+    if "dataset" in params:
+        arrays["dataset"] = np.array(params["dataset"])
+    return arrays
 
 
 def write_parameters(path, params):

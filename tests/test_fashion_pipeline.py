@@ -1,0 +1,129 @@
+"""The Fashion-MNIST dimension of the pipeline (ALGORITHM.md §8): architectures, SNN engine, files, reproduce.py.
+
+Small generated data only: random parameters and images, tiny IDX files.
+"""
+import numpy as np
+import pytest
+
+import lossless
+import models
+import paths
+import snn_engine
+from architectures import (DATASETS, ann_ops_per_sample, architecture, layer_macs, layer_shapes,
+                           spiking_neuron_count)
+from conftest import random_parameters, write_parameters
+from log_format import log_columns
+from spiking_utils import convert, simulate_reference
+
+FASHION = "fashion_mnist"
+
+
+def test_fashion_lenet_has_the_five_spiking_layers_of_section_8():
+    assert layer_shapes("lenet", FASHION) == [
+        ((28, 28, 1), (24, 24, 32)),
+        ((24, 24, 32), (12, 12, 32)),
+        ((12, 12, 32), (8, 8, 64)),
+        ((8, 8, 64), (4, 4, 64)),
+        ((4, 4, 64), (1, 1, 1024)),
+        ((1, 1, 1024), (10,)),
+    ]
+    macs = [24 * 24 * 32 * 5 * 5 * 1, 12 * 12 * 32 * 2 * 2 * 32, 8 * 8 * 64 * 5 * 5 * 32, 4 * 4 * 64 * 2 * 2 * 64,
+            1024 * 4 * 4 * 64, 1024 * 10]
+    assert layer_macs("lenet", FASHION) == macs
+    assert ann_ops_per_sample("lenet", FASHION) == 3 * sum(macs[1:]) == 15_562_752
+    assert spiking_neuron_count("lenet", FASHION) == 24 * 24 * 32 + 12 * 12 * 32 + 8 * 8 * 64 + 4 * 4 * 64 + 1024
+
+
+def test_fashion_mlp_is_784_400_400_10():
+    assert layer_shapes("mlp", FASHION) == [((28, 28, 1), (400,)), ((400,), (400,)), ((400,), (10,))]
+    assert ann_ops_per_sample("mlp", FASHION) == 3 * (400 * 400 + 400 * 10)
+    assert spiking_neuron_count("mlp", FASHION) == 800
+
+
+def test_the_dataset_rows_hold_section_8_s_settings_and_n_mnist_is_unchanged():
+    fashion, n_mnist = DATASETS[FASHION], DATASETS["n_mnist"]
+    assert (fashion.input_shape, fashion.input_scale) == ((28, 28, 1), 256.0)
+    assert fashion.epochs == {"lenet": 100, "mlp": 150} and fashion.time_steps == {"lenet": 20, "mlp": 40}
+    assert (n_mnist.input_shape, n_mnist.epochs, n_mnist.time_steps) == ((34, 34, 1), {"lenet": 150, "mlp": 150},
+                                                                          {"lenet": 40, "mlp": 40})
+    assert len(architecture("lenet")) == 4 and layer_shapes("lenet")[0] == ((34, 34, 1), (30, 30, 12))
+    assert paths.parameters_file() == paths.PARAMETERS_FILE == "model_n_mnist.npz"
+    assert paths.parameters_file(FASHION) == "model_fashion_mnist.npz"
+    root = paths.REPO_ROOT
+    assert paths.model_dir("lenet", "k1") == root / "LeNet" / "checkpoints" / "k1"
+    assert paths.log_dir("mlp", "k2", dataset=FASHION) == root / "FashionMNIST" / "MLP" / "figs" / "k2"
+    assert paths.figure_path("lenet", "sop", dataset=FASHION) == \
+        root / "FashionMNIST" / "LeNet" / "figs" / "scnn_sop_fashion_mnist.png"
+    assert paths.figure_path("mlp", "accuracy").name == "smlp_accuracy_n_mnist.png"
+
+
+def fashion_images(n, seed):
+    """Network inputs as fashion_mnist.network_inputs makes them: pixel / 256, (n, 28, 28, 1), mostly dark."""
+    rng = np.random.default_rng(seed)
+    pixels = np.where(rng.random((n, 28, 28)) < 0.5, rng.integers(0, 256, (n, 28, 28)), 0)
+    return (pixels.astype(np.float32) / 256.0)[..., None]
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_fast_engine_equals_the_reference_on_five_layer_lenets(k):
+    images = fashion_images(6, seed=k)
+    labels = np.arange(6) % 10
+    params = random_parameters("lenet", k, seed=10 + k, frames=fashion_images(16, seed=99), dataset=FASHION)
+    network = convert(params)
+    assert [layer.output_shape for layer in network.layers][-1] == (1, 1, 1024)
+    time_steps = 12
+    reference = simulate_reference(network, images, time_steps, keep_counts=True, progress=False)
+    fast = snn_engine.simulate(network, images, time_steps, keep_counts=True, progress=False)
+    for name, values in log_columns(reference, labels).items():
+        np.testing.assert_array_equal(log_columns(fast, labels)[name], values, err_msg=name)
+    for fast_counts, reference_counts in zip(fast.final_counts, reference.final_counts):
+        np.testing.assert_array_equal(fast_counts, reference_counts)
+
+
+@pytest.mark.parametrize("model,k", [("lenet", 0), ("lenet", 1), ("lenet", 2), ("mlp", 1)])
+def test_settled_counts_equal_2_to_the_k_times_the_quantized_activations(model, k):
+    images = fashion_images(8, seed=20 + k)
+    params = random_parameters(model, k, seed=30 + k, frames=fashion_images(16, seed=98), dataset=FASHION)
+    network = convert(params, "exact")
+    result = snn_engine.simulate(network, images, 60, keep_counts=True, progress=False)
+    assert not result.still_spiking.any()
+    ann_counts, ann_predictions = lossless.quantized_ann(params, images)
+    for snn, ann in zip(result.final_counts, ann_counts):
+        np.testing.assert_array_equal(snn, ann)
+    np.testing.assert_array_equal(result.predictions[:, -1], ann_predictions)
+
+
+def test_a_parameter_file_round_trip_keeps_the_dataset(tmp_path):
+    params = random_parameters("lenet", 1, dataset=FASHION)
+    path = write_parameters(tmp_path / "model_fashion_mnist.npz", params)
+    loaded = models.load_parameters(path, model="lenet", k=1, dataset=FASHION)
+    assert loaded["dataset"] == FASHION and loaded["conv5_kernel"].shape == (4, 4, 64, 1024)
+    with pytest.raises(models.UserError, match="holds a fashion_mnist model, expected n_mnist"):
+        models.load_parameters(path, dataset="n_mnist")
+    n_mnist = write_parameters(tmp_path / "model_n_mnist.npz", random_parameters("lenet", 1))
+    assert "dataset" not in np.load(n_mnist)
+    assert models.load_parameters(n_mnist, dataset="n_mnist")["dataset"] == "n_mnist"
+
+
+def test_export_parameters_names_the_dataset_of_fashion_mnist_only():
+    for dataset, tagged in (("n_mnist", False), (FASHION, True)):
+        keras_model = models.build_model("lenet", 1, dataset)
+        assert tuple(keras_model.input.shape[1:]) == DATASETS[dataset].input_shape
+        params = models.export_parameters(keras_model, "lenet", 1, dataset)
+        assert ("dataset" in params) == tagged
+        assert {name: value.shape for name, value in params.items() if name not in ("model", "k", "dataset")} == \
+            models.parameter_shapes("lenet", dataset)
+
+
+def test_first_layer_drive_of_the_fashion_lenet_uses_the_patches_and_equals_the_convolution():
+    """Layer 2 is a 2 x 2 stride-2 convolution on 24 x 24: the space-to-depth case of make_first_layer_drive."""
+    import snn_float64
+    from conftest import weighted_sum
+
+    network = convert(random_parameters("lenet", 1, seed=7, frames=fashion_images(8, seed=3), dataset=FASHION))
+    layer, fast = network.layers[1], snn_float64.fast_layer(network.layers[1])
+    counts = np.random.default_rng(0).integers(0, 9, (5, *layer.input_shape)).astype(np.int8)
+    expected = weighted_sum(architecture("lenet", FASHION)[1], layer.kernel / layer.threshold, counts > 2)
+    current = snn_engine.make_first_layer_drive(layer, fast)(counts, np.full(5, 2, np.int32)).numpy()
+    assert current.shape == (5, 12, 12, 32)
+    np.testing.assert_allclose(current, expected, rtol=0, atol=1e-5 * np.abs(expected).max())

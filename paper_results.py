@@ -1,4 +1,4 @@
-"""The authors' N-MNIST results (ALGORITHM.md §7), quoted beside ours in RESULTS.md and the README.
+"""The authors' N-MNIST results (ALGORITHM.md §7) and Fashion-MNIST results (§8), quoted beside ours in RESULTS.md.
 
 From the authors' README and their own SNN logs: full N-MNIST, 150 epochs, T = 40, 10,000 test
 samples. Accuracies are fractions; "steps" is the first step, from 1, from which the SNN accuracy
@@ -21,3 +21,18 @@ ROWS = [
 
 # {(model, precision): {field: value}}, in §7's order
 PAPER_RESULTS = {(model, precision): dict(zip(FIELDS, values)) for model, precision, *values in ROWS}
+
+# Fashion-MNIST (§8, the authors' README): 10,000 test images; LeNet 100 epochs, T = 20; MLP 150 epochs, T = 40.
+# The authors give no spike or SOP counts for it, and results at full precision and k = 1 only.
+FASHION_ROWS = [
+    # model   precision  ANN     SNN     steps  positive  negative  SOPs
+    ("mlp",   "full",    0.8983, None,   None,  None,     None,     None),
+    ("mlp",   "k1",      0.8879, 0.8879, 11,    None,     None,     None),
+    ("lenet", "full",    0.9001, None,   None,  None,     None,     None),
+    ("lenet", "k1",      0.8999, 0.8999, 17,    None,     None,     None),
+]
+FASHION_PAPER_RESULTS = {(model, precision): dict(zip(FIELDS, values)) for model, precision, *values in FASHION_ROWS}
+
+# {dataset: {(model, precision): {field: value}}}; the section of ALGORITHM.md each comes from
+PAPER_RESULTS_BY_DATASET = {"n_mnist": PAPER_RESULTS, "fashion_mnist": FASHION_PAPER_RESULTS}
+PAPER_SECTIONS = {"n_mnist": "§7", "fashion_mnist": "§8"}

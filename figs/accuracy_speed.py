@@ -13,7 +13,7 @@ ZOOM_HEADROOM = 0.6  # percentage points above 100% in the zoomed panel, so a 10
 K_MARKERS = {0: "o", 1: "s", 2: "^"}  # different shapes, so that curves lying on top of each other stay visible
 
 DESCRIPTION = ("Plot SNN test accuracy against the time step for k = 0, 1, 2 "
-               "(<prefix>_accuracy_n_mnist.png).")
+               "(<prefix>_accuracy_<dataset>.png).")
 
 
 def curve_label(k, log, source=None):
@@ -36,7 +36,7 @@ def zoom_window(all_logs, ann_accuracy):
     return max(x_max, min(longest, 5)), y_low, y_high
 
 
-def plot_accuracy(model, logs, ann_accuracy=None, compare_logs=None, compare_label="authors"):
+def plot_accuracy(model, logs, ann_accuracy=None, compare_logs=None, compare_label="authors", dataset="n_mnist"):
     """The figure for one model: left all steps at 0-100 %, right a zoom on the final accuracies."""
     plt = pyplot()
     from matplotlib.lines import Line2D
@@ -94,7 +94,7 @@ def plot_accuracy(model, logs, ann_accuracy=None, compare_logs=None, compare_lab
     for axes in (whole, zoom):
         axes.xaxis.get_major_locator().set_params(integer=True)  # time steps are whole numbers
     compared = f" (dashed: {compare_label}, {dataset_name(compare_logs.values())})" if compare_logs else ""
-    figure.suptitle(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}{compared}: SNN accuracy vs time step",
+    figure.suptitle(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values(), dataset)}{compared}: SNN accuracy vs time step",
                     fontsize=14)
     figure.tight_layout()
     # one legend column per group (ours, compared, ANN and markers), below the panels
@@ -119,8 +119,8 @@ def main(argv=None):
     args = figure_parser(DESCRIPTION, compare=True).parse_args(argv)
     for inputs in load_figure_inputs(args):
         figure = plot_accuracy(inputs.model, inputs.logs, inputs.ann_accuracy, inputs.compare_logs,
-                               args.compare_label)
-        save_figure(figure, paths.figure_path(inputs.model, "accuracy", args.out_dir))
+                               args.compare_label, inputs.dataset)
+        save_figure(figure, paths.figure_path(inputs.model, "accuracy", args.out_dir, inputs.dataset))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def label_bars(axes, bars, texts, inside=False, color="black", offset=3):
                       fontsize=9.5)
 
 
-def finish_bar_figure(figure, axes, model, logs, ylabel, subject, caption):
+def finish_bar_figure(figure, axes, model, logs, ylabel, subject, caption, dataset="n_mnist"):
     """What the two bar figures share: counts with thousands separators, a light grid, the title
     "<Model> on <data>: <subject>", and `caption` (its "{steps}" replaced by the logs' T) below."""
     from matplotlib.ticker import FuncFormatter
@@ -31,7 +31,7 @@ def finish_bar_figure(figure, axes, model, logs, ylabel, subject, caption):
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))  # 1,000,000 rather than 1e6
     axes.grid(True, axis="y", alpha=0.3)
     axes.set_axisbelow(True)
-    axes.set_title(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values())}: {subject}")
+    axes.set_title(f"{DISPLAY_NAMES[model]} on {dataset_name(logs.values(), dataset)}: {subject}")
     steps = "/".join(map(str, sorted({log.time_steps for log in logs.values()})))
     axes.set_xlabel(caption.replace("{steps}", steps), fontsize=9.5, color="0.3")
     figure.tight_layout()

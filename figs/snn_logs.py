@@ -4,7 +4,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import paths
-from architectures import DISPLAY_NAMES, MODEL_FOLDERS, MODEL_NAMES, TIME_STEPS
+from architectures import DATASETS, DISPLAY_NAMES, MODEL_NAMES, TIME_STEPS
 from cli import ArgumentParser, UserError, atomic_path, positive_int, read_json_object, shown
 from log_format import LOG_BATCH_SIZE, LOG_FILES, has_logs, read_logs
 from preprocessing_n_mnist import is_demo_file
@@ -20,6 +20,9 @@ def figure_parser(description, compare=False):
     defaults = ", ".join(shown(paths.figure_dir(model)) for model in MODEL_NAMES)
     ann_defaults = ", ".join(shown(paths.model_dir(model, "full") / paths.ANN_RESULTS_FILE) for model in MODEL_NAMES)
     parser = ArgumentParser(description=description)
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default="n_mnist",
+                        help="whose folders, network sizes and figure names (default: %(default)s; the other "
+                             "defaults shown are N-MNIST's)")
     parser.add_argument("--model", choices=MODEL_NAMES, metavar="{" + "|".join(MODEL_NAMES) + "}",
                         help="plot one model (default: both)")
     parser.add_argument("--log-root", metavar="DIR", type=Path,
@@ -60,12 +63,14 @@ def check_root(root, flag, model):
         raise UserError(f"{root}: holds one model's k0/ k1/ k2/ logs; name that model with --model ({flag})")
 
 
-def load_model_logs(root, model, ks=KS, required=True, time_steps=TIME_STEPS, batch_size=LOG_BATCH_SIZE):
+def load_model_logs(root, model, ks=KS, required=True, time_steps=TIME_STEPS, batch_size=LOG_BATCH_SIZE,
+                    dataset="n_mnist"):
     """{k: SnnLog} of the precisions `ks` under `root` (or `root`/<Model>); notes name missing ones and mixed runs."""
+    folder = DATASETS[dataset].folders[model]
     if root is None:
-        root = paths.figure_dir(model)
-    elif (Path(root) / MODEL_FOLDERS[model]).is_dir() and not holds_one_model(root):
-        root = Path(root) / MODEL_FOLDERS[model]  # one root for both models, such as the authors' paper_logs
+        root = paths.figure_dir(model, dataset=dataset)
+    elif (Path(root) / folder).is_dir() and not holds_one_model(root):
+        root = Path(root) / folder  # one root for both models, such as the authors' paper_logs
     logs = {k: read_logs(root / f"k{k}", time_steps, batch_size, model) for k in ks if has_logs(root / f"k{k}")}
     missing = ", ".join(f"k{k}" for k in ks if k not in logs)
     if not logs and required:
@@ -88,7 +93,7 @@ def ann_accuracy_for(args, model):
              "(pass --ann-results to draw one)")
         return None
     if path is None:
-        path = paths.model_dir(model, "full") / paths.ANN_RESULTS_FILE
+        path = paths.model_dir(model, "full", dataset=args.dataset) / paths.ANN_RESULTS_FILE
         if not path.is_file():
             note(f"note: {path} not found; plotting {DISPLAY_NAMES[model]} without the ANN accuracy")
             return None
@@ -104,8 +109,9 @@ def ann_accuracy_for(args, model):
     return float(accuracy)
 
 
-# Everything one model's figure needs: {k: SnnLog}, the ANN's accuracy (or None), {k: SnnLog} of --compare-root.
-FigureInputs = namedtuple("FigureInputs", "model logs ann_accuracy compare_logs")
+# Everything one model's figure needs: {k: SnnLog}, the ANN's accuracy (or None), {k: SnnLog} of --compare-root,
+# and the dataset (--dataset).
+FigureInputs = namedtuple("FigureInputs", "model logs ann_accuracy compare_logs dataset")
 
 
 def load_figure_inputs(args):
@@ -114,16 +120,18 @@ def load_figure_inputs(args):
     check_root(args.log_root, "--log-root", args.model)
     check_root(compare_root, "--compare-root", args.model)
     ks = sorted(int(name[1:]) for name in set(args.precisions))
-    read = dict(ks=ks, time_steps=args.time_steps, batch_size=args.batch_size)
+    read = dict(ks=ks, time_steps=args.time_steps, batch_size=args.batch_size, dataset=args.dataset)
     return [FigureInputs(model, load_model_logs(args.log_root, model, **read), ann_accuracy_for(args, model),
-                         {} if compare_root is None else load_model_logs(compare_root, model, required=False, **read))
+                         {} if compare_root is None else load_model_logs(compare_root, model, required=False, **read),
+                         args.dataset)
             for model in ((args.model,) if args.model else MODEL_NAMES)]
 
 
-def dataset_name(logs):
+def dataset_name(logs, dataset="n_mnist"):
     """What `logs` were simulated on, for titles: the offline demo data when every one says so."""
     logs = list(logs)
-    return "the offline demo data" if logs and all(log.data and is_demo_file(log.data) for log in logs) else "N-MNIST"
+    demo = dataset == "n_mnist" and logs and all(log.data and is_demo_file(log.data) for log in logs)
+    return "the offline demo data" if demo else DATASETS[dataset].title
 
 
 def pyplot():

@@ -8,16 +8,16 @@ from figs.bars import finish_bar_figure, k_label, label_bars, thousands
 from figs.snn_logs import ANN_COLOR, figure_parser, load_figure_inputs, percent, pyplot, save_figure
 
 DESCRIPTION = ("Plot positive and negative spikes per sample at the last time step for k = 0, 1, 2 "
-               "beside the number of spiking neurons (<prefix>_spike_neuron_n_mnist.png).")
+               "beside the number of spiking neurons (<prefix>_spike_neuron_<dataset>.png).")
 POSITIVE_COLOR = "tab:blue"
 NEGATIVE_COLOR = "tab:red"
 MIN_INSIDE_LABEL = 0.06  # a bar shorter than this share of the y axis gets its label on top instead
 
 
-def plot_sparsity(model, logs, ann_accuracy=None):
+def plot_sparsity(model, logs, ann_accuracy=None, dataset="n_mnist"):
     """Stacked bars (positive, negative spikes per sample) per logged k, then the neuron count."""
     plt = pyplot()
-    neurons = spiking_neuron_count(model)
+    neurons = spiking_neuron_count(model, dataset)
     positive = [log.positive[-1] for log in logs.values()]
     negative = [log.negative[-1] for log in logs.values()]
     places = list(range(len(logs)))
@@ -47,14 +47,14 @@ def plot_sparsity(model, logs, ann_accuracy=None):
     caption = "spikes per sample after {steps} time steps"
     if ann_accuracy is not None:
         caption += f";  full-precision ANN accuracy {percent(ann_accuracy)}"
-    return finish_bar_figure(figure, axes, model, logs, "spikes per sample", "spike sparsity", caption)
+    return finish_bar_figure(figure, axes, model, logs, "spikes per sample", "spike sparsity", caption, dataset)
 
 
 def main(argv=None):
     args = figure_parser(DESCRIPTION).parse_args(argv)
     for inputs in load_figure_inputs(args):
-        save_figure(plot_sparsity(inputs.model, inputs.logs, inputs.ann_accuracy),
-                    paths.figure_path(inputs.model, "spike_neuron", args.out_dir))
+        save_figure(plot_sparsity(inputs.model, inputs.logs, inputs.ann_accuracy, inputs.dataset),
+                    paths.figure_path(inputs.model, "spike_neuron", args.out_dir, inputs.dataset))
 
 
 if __name__ == "__main__":

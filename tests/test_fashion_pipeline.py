@@ -127,3 +127,87 @@ def test_first_layer_drive_of_the_fashion_lenet_uses_the_patches_and_equals_the_
     current = snn_engine.make_first_layer_drive(layer, fast)(counts, np.full(5, 2, np.int32)).numpy()
     assert current.shape == (5, 12, 12, 32)
     np.testing.assert_allclose(current, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's §8 table and reproduce.py --dataset fashion_mnist
+
+ALGORITHM_MD = paths.REPO_ROOT.parent / "shared" / "reference" / "ALGORITHM.md"
+
+
+def test_the_fashion_paper_numbers_are_those_of_algorithm_md_section_8():
+    from paper_results import FASHION_PAPER_RESULTS
+
+    if not ALGORITHM_MD.is_file():
+        pytest.skip("../shared/reference/ALGORITHM.md is absent")
+    section = ALGORITHM_MD.read_text().split("\n## 8.")[1].split("\n## ")[0]
+    header, _, *rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+                        for line in section.split("The authors' results")[1].splitlines()
+                        if line.strip().startswith("|")]
+    number = lambda cell: None if cell == "–" else (float(cell[:-1]) / 100 if cell.endswith("%") else int(cell))  # noqa: E731
+    table = {(cells[0].split()[0].lower(), cells[1].replace("=", "")): dict(zip(header, cells)) for cells in rows}
+    assert list(table) == list(FASHION_PAPER_RESULTS)
+    for (model, precision), paper in FASHION_PAPER_RESULTS.items():
+        cells = table[model, precision]
+        assert number(cells["epochs"]) == DATASETS[FASHION].epochs[model]
+        assert paper["ann"] == pytest.approx(number(cells["ANN"]), rel=1e-12)
+        assert paper["snn"] == (None if number(cells["SNN (final)"]) is None else
+                                pytest.approx(number(cells["SNN (final)"]), rel=1e-12))
+        assert paper["steps"] == number(cells["steps"])
+        assert paper["positive"] is paper["negative"] is paper["sops"] is None
+
+
+def write_idx_folder(folder, n_train, n_test, seed=0):
+    """The four official file names holding tiny random images and labels (gzip-compressed IDX)."""
+    import gzip
+    import struct
+
+    import fashion_mnist
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = np.where(rng.random((n, 28, 28)) < 0.3, rng.integers(0, 256, (n, 28, 28)), 0).astype(np.uint8)
+        images[np.arange(n), labels, :] = 255  # a row per class: learnable in an epoch or so
+        for array, name in zip((images, labels), fashion_mnist.FILES[prefix]):
+            header = struct.pack(f">{1 + array.ndim}I", 0x800 + array.ndim, *array.shape)
+            (folder / name).write_bytes(gzip.compress(header + array.tobytes(), compresslevel=1))
+
+
+def test_reproduce_runs_the_fashion_mnist_study_end_to_end(tmp_path, monkeypatch):
+    import fashion_mnist
+    import reproduce
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_idx_folder(raw, n_train=60, n_test=20)
+    # the data stage cuts the train files as §8 does; tiny sizes here
+    monkeypatch.setattr(fashion_mnist, "SIZES", {"train": 50, "val": 10, "test": 20})
+    argv = ["--dataset", FASHION, "--raw", str(raw), "--data", str(tmp_path / "fashion.npz"), "--out-root", str(out),
+            "--models", "mlp", "--precisions", "full", "k1", "--epochs", "1", "--train-limit", "40",
+            "--test-limit", "12"]
+    reproduce.main(argv)
+    folder = out / "FashionMNIST" / "MLP"
+    params = models.load_parameters(folder / "checkpoints" / "k1" / "model_fashion_mnist.npz", dataset=FASHION)
+    assert params["dense1_kernel"].shape == (784, 400)
+    import json
+
+    snn = json.loads((folder / "figs" / "k1" / "snn_results.json").read_text())
+    assert (snn["time_steps"], snn["n_test"], snn["dataset"]) == (40, 12, FASHION)
+    assert snn["ann_ops_per_sample"] == ann_ops_per_sample("mlp", FASHION)
+    for rule in ("paper", "exact"):
+        assert snn["lossless_check"][rule]["other_mismatching_neurons"] == 0
+    assert snn["lossless_check"]["exact"]["mismatching_predictions"] == 0
+    for figure in paths.FIGURES:
+        assert (folder / "figs" / f"smlp_{figure}_fashion_mnist.png").is_file()
+    results = (out / "RESULTS_fashion_mnist.md").read_text()
+    assert "Fashion-MNIST" in results and "88.79%" in results and "89.83%" in results
+    assert not (out / "RESULTS.md").exists() and not (out / "LeNet").exists() and not (out / "MLP").exists()
+    # a rerun skips every stage
+    import contextlib
+    import io
+
+    screen = io.StringIO()
+    with contextlib.redirect_stdout(screen):
+        reproduce.main(argv)
+    assert screen.getvalue().count("complete, skipped") == 1 + 2 + 2 + 1 + 1

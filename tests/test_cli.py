@@ -21,7 +21,8 @@ def test_a_json_file_that_is_not_text_is_a_user_error(tmp_path):
 
 HELP_SCRIPTS = ["LeNet/training_k1_lenet_n_mnist.py", "MLP/inference_full_mlp_n_mnist.py",
                 "LeNet/inference_k2_slenet_n_mnist.py", "reproduce.py", "figs/accuracy_speed.py", "figs/sops.py",
-                "figs/sparsity.py", "preprocessing_n_mnist.py"]
+                "figs/sparsity.py", "preprocessing_n_mnist.py", "FashionMNIST/LeNet/training_k1_lenet_fashion_mnist.py",
+                "FashionMNIST/MLP/inference_k1_smlp_fashion_mnist.py"]
 RUN_AS_MAIN = """
 import runpy, sys
 sys.argv = sys.argv[1:]
@@ -52,6 +53,7 @@ def test_help_does_not_import_tensorflow(script):
     ("MLP/inference_k1_mlp_n_mnist.py", ["--model-dir", "no_such_folder"], "no_such_folder"),
     ("MLP/inference_k1_smlp_n_mnist.py", ["--time-steps", "0"], "--time-steps"),
     ("reproduce.py", ["--models", "resnet"], "resnet"),
+    ("FashionMNIST/LeNet/inference_k1_slenet_fashion_mnist.py", ["--time-steps", "0"], "--time-steps"),
 ])
 def test_bad_flags_and_missing_inputs_are_refused_without_tensorflow(script, args, fragment):
     completed = run_as_main(script, *args)

@@ -211,3 +211,32 @@ def test_reproduce_runs_the_fashion_mnist_study_end_to_end(tmp_path, monkeypatch
     with contextlib.redirect_stdout(screen):
         reproduce.main(argv)
     assert screen.getvalue().count("complete, skipped") == 1 + 2 + 2 + 1 + 1
+
+
+def test_the_thin_fashion_scripts_train_evaluate_and_simulate(tmp_path):
+    """training -> inference -> spiking inference of FashionMNIST/MLP, k1, each in a fresh interpreter."""
+    import json
+
+    import fashion_mnist
+    from conftest import run_script
+
+    write_idx_folder(tmp_path / "raw", n_train=30, n_test=10)
+    data = tmp_path / "fashion.npz"
+    fashion_mnist.build_dataset(tmp_path / "raw", data, {"train": 24, "val": 6, "test": 10})
+    model_dir, log_dir = tmp_path / "model", tmp_path / "logs"
+    folder = paths.REPO_ROOT / "FashionMNIST" / "MLP"
+    common = ["--data", data, "--model-dir", model_dir]
+    for script, extra in (("training_k1_mlp_fashion_mnist.py", ["--epochs", "1"]),
+                          ("inference_k1_mlp_fashion_mnist.py", []),
+                          ("inference_k1_smlp_fashion_mnist.py", ["--log-dir", log_dir, "--check-lossless", "--quiet",
+                                                                 "--tie-rule", "exact"])):
+        completed = run_script(folder / script, *common, *extra)
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert models.load_parameters(model_dir / "model_fashion_mnist.npz", "mlp", 1, dataset=FASHION)
+    assert json.loads((model_dir / "ann_results.json").read_text())["n_test"] == 10
+    snn = json.loads((log_dir / "snn_results.json").read_text())
+    assert snn["time_steps"] == DATASETS[FASHION].time_steps["mlp"] and snn["lossless_check"]["exact"]["mismatching_neurons"] == 0
+    # the N-MNIST script looks for model_n_mnist.npz: a Fashion-MNIST folder holds none
+    completed = run_script(paths.REPO_ROOT / "MLP" / "inference_k1_mlp_n_mnist.py", "--model-dir", model_dir,
+                           "--data", data)
+    assert completed.returncode != 0

@@ -51,7 +51,7 @@ def train(model, precision, data=None, model_dir=None, epochs=None, batch_size=B
     `callbacks`: extra Keras callbacks (reproduce.py's progress line).
     """
     k = precision_to_k(precision)
-    epochs = epochs or check_dataset(dataset).epochs[model]
+    epochs = check_dataset(dataset).epochs[model] if epochs is None else epochs
     data = data or data_sources.default_data(dataset)
     model_dir = Path(model_dir or paths.model_dir(model, precision, dataset=dataset))
     x_train, y_train, _, _ = data_sources.load_inputs(data, dataset, train_limit=train_limit, test_limit=0)

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from architectures import DATASETS
 from cli import REPO_ROOT, UserError, atomic_path, load_npz_arrays, shown
 
 SIDE = 28  # images are 28 x 28 pixels
 CLASSES = 10
-PIXEL_SCALE = 256.0  # network input = pixel / 256, in [0, 255/256]
+PIXEL_SCALE = DATASETS["fashion_mnist"].input_scale  # network input = pixel / 256, in [0, 255/256]
 # IDX magic numbers: unsigned bytes (0x08) in 3 dimensions (images) or 1 (labels), the last byte
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
 FILES = {prefix: (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz") for prefix in ("train", "t10k")}

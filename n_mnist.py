@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from architectures import DATASETS
 from cli import REPO_ROOT, UserError, atomic_path, load_npz_arrays
 
 SENSOR_SIZE = 34  # the ATIS sensor crop used by N-MNIST: 34 x 34 pixels
@@ -30,7 +31,7 @@ OVERFLOW_MARKER_Y = 240  # a record with y == 240 is a timestamp-overflow marker
 OVERFLOW_STEP_US = 2**13  # what each marker adds to the timestamps after it (the dataset reader's constant)
 MAX_TIMESTAMP_US = 2**23 - 1  # the 23-bit timestamp field
 MAX_PIXEL_COUNT = np.iinfo(np.uint16).max  # frames store counts as uint16
-FRAME_SCALE = 32.0  # network input = ON count / 32
+FRAME_SCALE = DATASETS["n_mnist"].input_scale  # network input = ON count / 32
 SPLITS = ("Train", "Test")
 DIGITS = tuple(str(d) for d in range(10))
 PUBLISHED_MD5 = {

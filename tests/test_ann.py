@@ -20,7 +20,7 @@ import evaluation
 import models
 import paths
 import training
-from architectures import ARCHITECTURES, BN_EPSILON, BN_MOMENTUM, MODEL_NAMES, PRECISIONS, precision_to_k
+from architectures import ARCHITECTURES, BN_EPSILON, BN_MOMENTUM, DATASETS, MODEL_NAMES, PRECISIONS, precision_to_k
 from cli import UserError
 from conftest import REPO, assert_one_line_error, file_arrays, random_parameters, run_script, weighted_sum, write_parameters
 from quantization import QuantizedReLU
@@ -802,7 +802,9 @@ def test_training_defaults_are_those_of_section_2():
     args = commands.training_args("mlp", "k1", [])
     assert (args.epochs, args.batch_size, args.lr, args.seed) == (150, 200, 1e-4, 0)
     defaults = {name: p.default for name, p in inspect.signature(training.train).parameters.items()}
-    assert (defaults["epochs"], defaults["batch_size"], defaults["learning_rate"]) == (150, 200, 1e-4)
+    # epochs=None: the dataset's (architectures.DATASETS), 150 for N-MNIST
+    assert (defaults["epochs"], defaults["batch_size"], defaults["learning_rate"]) == (None, 200, 1e-4)
+    assert defaults["dataset"] == "n_mnist" and DATASETS["n_mnist"].epochs == {"lenet": 150, "mlp": 150}
 
 
 # every training flag reaches train()

@@ -76,7 +76,7 @@ class Dataset:
 
 DATASETS = {
     "n_mnist": Dataset("n_mnist", "N-MNIST", (34, 34, 1), 32.0, N_MNIST_ARCHITECTURES,
-                       epochs={"lenet": 150, "mlp": 150}, time_steps={"lenet": 40, "mlp": 40},
+                       epochs={"lenet": EPOCHS, "mlp": EPOCHS}, time_steps={"lenet": TIME_STEPS, "mlp": TIME_STEPS},
                        folders={"lenet": "LeNet", "mlp": "MLP"}),
     "fashion_mnist": Dataset(
         "fashion_mnist", "Fashion-MNIST", (28, 28, 1), 256.0,

@@ -896,10 +896,10 @@ def test_load_parameters_quantized_only_accepts_k0(tmp_path):
 def test_resume_after_kill_between_the_last_state_and_the_outputs(frame_data, tmp_path, monkeypatch):
     real_write_outputs = checkpointing.write_outputs
 
-    def write_outputs(model_dir, keras_model, model_name, k, history_rows):
+    def write_outputs(model_dir, keras_model, model_name, k, history_rows, *dataset):
         if len(history_rows) == 2:
             raise KeyboardInterrupt
-        real_write_outputs(model_dir, keras_model, model_name, k, history_rows)
+        real_write_outputs(model_dir, keras_model, model_name, k, history_rows, *dataset)
 
     with monkeypatch.context() as patch:
         patch.setattr(checkpointing, "write_outputs", write_outputs)

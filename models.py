@@ -11,7 +11,7 @@ import numpy as np
 
 from architectures import (BN_EPSILON, BN_GAMMA_MEAN, BN_GAMMA_STDDEV, BN_MOMENTUM, DATASETS,
                            HIDDEN_KERNEL_STDDEV, NUM_CLASSES, OUTPUT_KERNEL_STDDEV, architecture, check_dataset,
-                           check_model_name, k_to_precision, layer_shapes)
+                           k_to_precision, layer_shapes)
 from cli import UserError, atomic_path, load_npz_arrays
 from paths import PARAMETERS_FILE, check_parameter_file  # noqa: F401  (models.PARAMETERS_FILE: the callers' name)
 from quantization import QuantizedReLU

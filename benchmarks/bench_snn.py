@@ -1,6 +1,6 @@
 """SNN simulation speed: the fast engine against the reference simulator of the definition, in one run.
 
-The task: LeNet, 10,000 test samples, T = 40, batch 50 (the authors' setting). The reference
+The task: LeNet, 10,000 test samples, T = 40 (Fashion-MNIST: T = 20), batch 50 (the authors' setting). The reference
 simulator (spiking_utils.simulate_reference: §4 as written, float64) runs on a subset and is
 extrapolated; the fast engine (snn_engine.simulate) runs on all samples; both logs are compared
 line by line on the subset. The fast engine runs first, `--repeats` times, before TensorFlow has
@@ -9,6 +9,7 @@ slower), and its median time is compared.
 
     python benchmarks/bench_snn.py                    # uses LeNet/checkpoints/k1 (run reproduce.py --demo first)
     python benchmarks/bench_snn.py --model mlp --precision k2
+    python benchmarks/bench_snn.py --dataset fashion_mnist   # FashionMNIST/LeNet/checkpoints/k1, data/fashion_mnist.npz
 """
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repository root
 
@@ -18,22 +19,23 @@ import time
 
 import numpy as np
 
+import data_sources
 import models
 import paths
 import snn_engine
 import snn_float64
 import spiking_utils
-from architectures import DISPLAY_NAMES, MODEL_FOLDERS, TIME_STEPS, precision_to_k
+from architectures import DATASET_NAMES, DATASETS, DISPLAY_NAMES, MODEL_FOLDERS, TIME_STEPS, precision_to_k
 from benchmarks import readme_rows
 from cli import ArgumentParser, UserError, positive_int, run_main, shown
 from log_format import LOG_BATCH_SIZE, log_columns, read_column
-from n_mnist import load_frame_counts
 from preprocessing_n_mnist import DEFAULT_DEMO_OUT
 
 AUTHORS_LOGS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_logs"  # <Model>/k<K>/
-TARGET_SECONDS = 15.0
+TARGET_SECONDS = 15.0  # N-MNIST LeNet, 10,000 samples, T = 40
 TARGET_SPEEDUP = 20.0
 TARGET_PEAK_GB = 2.0
+TARGET_SPEEDUP_FASHION = 10.0  # Fashion-MNIST's five-layer LeNet, 10,000 samples, T = 20
 
 
 def reset_peak_memory():
@@ -55,13 +57,12 @@ def peak_memory_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def benchmark_frames(data, n_samples):
-    """n_samples frames (N, 34, 34, 1) and labels: the test split, then training frames, repeated if short."""
-    arrays = load_frame_counts(data)
-    counts = np.concatenate([arrays["x_test"], arrays["x_train"]])
-    labels = np.concatenate([arrays["y_test"], arrays["y_train"]]).astype(np.int64)
-    rows = np.arange(n_samples) % len(counts)
-    return (counts[rows].astype(np.float32) / 32.0)[..., None], labels[rows]
+def benchmark_frames(data, n_samples, dataset="n_mnist"):
+    """n_samples network inputs (N, *input shape) and labels: the test split, then training inputs, repeated if short."""
+    x_train, y_train, x_test, y_test = data_sources.load_inputs(data, dataset)
+    inputs, labels = np.concatenate([x_test, x_train]), np.concatenate([y_test, y_train]).astype(np.int64)
+    rows = np.arange(n_samples) % len(inputs)
+    return inputs[rows], labels[rows]
 
 
 def last_spiking_step(fired):
@@ -80,10 +81,10 @@ def settling_steps(spike_num):
     return last_spiking_step(np.diff(spike_num, axis=1, prepend=0) > 0)
 
 
-def authors_settling_steps(model, precision, time_steps):
+def authors_settling_steps(model, precision, time_steps, dataset="n_mnist"):
     """settling_steps of the authors' own logs (real N-MNIST, T = 40), or None if absent or T differs."""
     path = AUTHORS_LOGS / MODEL_FOLDERS[model] / precision / "spike_num.txt"
-    if time_steps != TIME_STEPS or not path.exists():
+    if dataset != "n_mnist" or time_steps != TIME_STEPS or not path.exists():
         return None
     return settling_steps(read_column(path).reshape(-1, time_steps))
 
@@ -134,22 +135,36 @@ def float32_potential_error(network, frames, time_steps):
 
 
 def add_simulation_flags(parser, precision, samples_help):
-    """The flags of the SNN benchmarks (this one and profile_snn.py): the model file, the frames, T."""
+    """The flags of the SNN benchmarks (this one and profile_snn.py): the model file, the inputs, T."""
+    parser.add_argument("--dataset", default="n_mnist", choices=DATASET_NAMES, help="default: %(default)s")
     parser.add_argument("--precision", default=precision, choices=["k0", "k1", "k2"], help="default: %(default)s")
-    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DEMO_OUT,
-                        help=f"frames: the test split, then training frames, repeated to --samples (default: {shown(DEFAULT_DEMO_OUT)})")
+    parser.add_argument("--data", type=pathlib.Path, default=None,
+                        help="inputs: the test split, then training inputs, repeated to --samples "
+                             f"(default: {shown(DEFAULT_DEMO_OUT)}, or {shown(data_sources.default_data('fashion_mnist'))})")
     parser.add_argument("--model-dir", type=pathlib.Path, default=None,
-                        help="folder holding model_n_mnist.npz (default: <Model>/checkpoints/<precision>/)")
+                        help="folder holding model_<dataset>.npz (default: <Model>/checkpoints/<precision>/)")
     parser.add_argument("--samples", type=positive_int, default=10_000, help=f"{samples_help} (default: %(default)s)")
-    parser.add_argument("--time-steps", type=positive_int, default=TIME_STEPS, help="T (default: %(default)s)")
+    parser.add_argument("--time-steps", type=positive_int, default=None, help="T (default: the dataset's, 40 or 20)")
+
+
+def resolve_simulation_flags(model, args):
+    """The defaults of add_simulation_flags that depend on the dataset: the data file and T."""
+    if args.data is None:
+        args.data = DEFAULT_DEMO_OUT if args.dataset == "n_mnist" else data_sources.default_data(args.dataset)
+    if args.time_steps is None:
+        args.time_steps = DATASETS[args.dataset].time_steps[model]
+    return args
 
 
 def load_network(model, args):
     """(params, network, frames, labels) named by the flags of add_simulation_flags; says what it simulates."""
-    model_dir = args.model_dir or paths.model_dir(model, args.precision)
-    params = models.load_parameters(model_dir / models.PARAMETERS_FILE, model, precision_to_k(args.precision))
-    frames, labels = benchmark_frames(args.data, args.samples)
-    print(f"{model} {args.precision} from {model_dir}, T = {args.time_steps}, {args.samples} samples")
+    resolve_simulation_flags(model, args)
+    model_dir = args.model_dir or paths.model_dir(model, args.precision, dataset=args.dataset)
+    params = models.load_parameters(model_dir / paths.parameters_file(args.dataset), model,
+                                    precision_to_k(args.precision), dataset=args.dataset)
+    frames, labels = benchmark_frames(args.data, args.samples, args.dataset)
+    print(f"{model} {args.precision} on {DATASETS[args.dataset].title} from {model_dir}, T = {args.time_steps}, "
+          f"{args.samples} samples")
     return params, spiking_utils.convert(params), frames, labels
 
 
@@ -197,7 +212,7 @@ def main(argv=None):
     ours = settling_steps(columns["spike_num.txt"])  # the last run's logs, (batches, T)
     settling = (f"last step with a spike per log batch of {LOG_BATCH_SIZE}: mean {ours.mean():.1f}, "
                 f"at most {ours.max()}")
-    authors = authors_settling_steps(args.model, args.precision, args.time_steps)
+    authors = authors_settling_steps(args.model, args.precision, args.time_steps, args.dataset)
     if authors is not None:
         settling += f" (the authors' logs on real N-MNIST: mean {authors.mean():.1f}, at most {authors.max()})"
     print(settling)
@@ -214,14 +229,20 @@ def main(argv=None):
     print(f"fast engine, median of {args.repeats} runs: {fast_seconds:.1f} s, speed-up {speedup:.1f}x, "
           f"peak memory {peak_gb:.2f} GB; logs identical in every run: {all(identical_logs)}")
     targets = "–"
-    if args.model == "lenet" and args.samples == 10_000 and args.time_steps == TIME_STEPS:  # the task the targets are set for
+    the_task = args.model == "lenet" and args.samples == 10_000  # the task the targets are set for
+    if the_task and args.dataset == "n_mnist" and args.time_steps == TIME_STEPS:
         met = fast_seconds < TARGET_SECONDS and speedup >= TARGET_SPEEDUP and peak_gb < TARGET_PEAK_GB
-        print(f"targets (< {TARGET_SECONDS:.0f} s, >= {TARGET_SPEEDUP:.0f}x, < {TARGET_PEAK_GB:.0f} GB): {'met' if met else 'NOT met'}")
         targets = (f"< {TARGET_SECONDS:.0f} s, ≥ {TARGET_SPEEDUP:.0f}×, < {TARGET_PEAK_GB:.0f} GB: "
                    f"**{'met' if met else 'NOT met'}**")
+    elif the_task and args.dataset == "fashion_mnist" and args.time_steps == DATASETS["fashion_mnist"].time_steps["lenet"]:
+        met = speedup >= TARGET_SPEEDUP_FASHION
+        targets = f"≥ {TARGET_SPEEDUP_FASHION:.0f}×: **{'met' if met else 'NOT met'}**"
+    if targets != "–":
+        print(f"targets ({targets.replace('*', '')})")
     if args.update_docs:
+        on = "" if args.dataset == "n_mnist" else f" {DATASETS[args.dataset].title}"
         readme_rows.update_row(
-            f"SNN, {DISPLAY_NAMES[args.model]} {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
+            f"SNN,{on} {DISPLAY_NAMES[args.model]} {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
             f"reference float64 simulator {reference_seconds:.1f} s (extrapolated from {args.reference_samples} samples, run after the fast engine); "
             f"fast engine {' / '.join(f'{t:.1f}' for t in fast_times)} s, median {fast_seconds:.1f} s: "
             f"**{speedup:.1f}× faster**; samples active on {active_steps:.1f} of {args.time_steps} steps on average (the reference "

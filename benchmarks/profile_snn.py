@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 import snn_engine
-from architectures import layer_macs
+from architectures import DATASETS, layer_macs
 from benchmarks import readme_rows
 from benchmarks.bench_snn import add_simulation_flags, float64_steps, last_spiking_step, load_network
 from cli import ArgumentParser, UserError, positive_int, run_main
@@ -211,7 +211,7 @@ def main(argv=None):
         print(f"  {kind:30s} {100 * seconds / step_seconds:5.1f} %  ({1e3 * seconds / calls:.1f} ms per step)")
 
     # The convolutions run by Conv2D: the inputs of layers 3..L (layer 2's is an XLA matrix product).
-    conv_macs = {number: macs for number, (layer, macs) in enumerate(zip(network.layers, layer_macs(MODEL)), start=1)
+    conv_macs = {number: macs for number, (layer, macs) in enumerate(zip(network.layers, layer_macs(MODEL, args.dataset)), start=1)
                  if number >= 3 and layer.kind == "conv"}  # {layer number: multiply-adds per sample}
     if not kinds["convolutions"]:
         raise UserError("the profile holds no Conv2D operation: this TensorFlow names its convolutions otherwise")
@@ -236,7 +236,8 @@ def main(argv=None):
     print(f"sparse patch products against the dense convolutions, at those samples' spike densities: {sparse}")
     if args.update_docs:
         readme_rows.update_row(
-            f"SNN step profile, LeNet {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
+            f"SNN step profile,{'' if args.dataset == 'n_mnist' else ' ' + DATASETS[args.dataset].title} LeNet "
+            f"{args.precision}, {args.samples:,} samples, T = {args.time_steps}",
             f"{calls} steps of {rows} rows, {1e3 * step_seconds / calls:.1f} ms each per worker thread: "
             + "; ".join(f"{kind} {100 * seconds / step_seconds:.0f} %" for kind, seconds in kinds.items())
             + f"; the convolutions at {rates}; silent input patches in a float64 run of {args.patch_samples} "

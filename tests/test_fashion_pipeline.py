@@ -203,6 +203,22 @@ def test_reproduce_runs_the_fashion_mnist_study_end_to_end(tmp_path, monkeypatch
     results = (out / "RESULTS_fashion_mnist.md").read_text()
     assert "Fashion-MNIST" in results and "88.79%" in results and "89.83%" in results
     assert not (out / "RESULTS.md").exists() and not (out / "LeNet").exists() and not (out / "MLP").exists()
+    # the README's short table: one row per model and precision with results, paper / ours, read from the files
+    import report
+
+    readme_rows = [line.split(" | ") for line in report.fashion_readme_markdown(reproduce.parse_args(argv)).splitlines()
+                   if line.startswith("| MLP")]
+    ann = json.loads((folder / "checkpoints" / "k1" / "ann_results.json").read_text())["accuracy"]
+    state = json.loads((folder / "checkpoints" / "k1" / "training_state.json").read_text())
+    assert [row[1] for row in readme_rows] == ["full", "k1"]
+    k1 = readme_rows[1]
+    assert k1[2] == f"88.79% / {100 * ann:.2f}%" and k1[3] == f"88.79% / {100 * snn['final_accuracy']:.2f}%"
+    assert k1[4] == f"11 / {snn['steps_to_final']}"
+    assert k1[5] == f"{snn['positive_spikes_per_sample']:,.1f} / {snn['negative_spikes_per_sample']:,.1f}"
+    assert k1[7] == f"{snn['lossless_check']['paper']['mismatching_predictions']} / 0 of 12"
+    assert k1[8] == f"{round(sum(e['seconds'] for e in state['history']) / 60)} min (1 epoch) |"
+    full_ann = json.loads((folder / "checkpoints" / "full" / "ann_results.json").read_text())["accuracy"]
+    assert readme_rows[0][2:8] == [f"89.83% / {100 * full_ann:.2f}%", "– / –", "– / –", "–", "–", "–"]
     # a rerun skips every stage
     import contextlib
     import io
@@ -240,3 +256,25 @@ def test_the_thin_fashion_scripts_train_evaluate_and_simulate(tmp_path):
     completed = run_script(paths.REPO_ROOT / "MLP" / "inference_k1_mlp_n_mnist.py", "--model-dir", model_dir,
                            "--data", data)
     assert completed.returncode != 0
+
+
+def test_the_snn_benchmark_runs_the_five_layer_lenet(tmp_path):
+    """benchmarks/bench_snn.py --dataset fashion_mnist: Fashion-MNIST's inputs and T, the fast engine's logs
+    equal to the reference's (the ≥ 10× target is measured on the real model, docs/performance.md)."""
+    import subprocess
+    import sys
+
+    import fashion_mnist
+
+    write_idx_folder(tmp_path / "raw", n_train=30, n_test=10)
+    data = tmp_path / "fashion.npz"
+    fashion_mnist.build_dataset(tmp_path / "raw", data, {"train": 24, "val": 6, "test": 10})
+    write_parameters(tmp_path / "model_fashion_mnist.npz",
+                     random_parameters("lenet", 1, seed=5, frames=fashion_images(16, seed=4), dataset=FASHION))
+    completed = subprocess.run(
+        [sys.executable, "benchmarks/bench_snn.py", "--dataset", FASHION, "--data", str(data), "--model-dir", str(tmp_path),
+         "--samples", "100", "--reference-samples", "50", "--repeats", "1"],
+        cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "lenet k1 on Fashion-MNIST" in completed.stdout and "T = 20, 100 samples" in completed.stdout
+    assert "fast engine runs' logs identical to the reference's on the subset: [True]" in completed.stdout

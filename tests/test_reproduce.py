@@ -363,9 +363,6 @@ def test_the_paper_numbers_are_those_of_algorithm_md():
             else:
                 assert paper[field] == pytest.approx(expected, rel=1e-12), (model, precision, field)
         assert table_number(cells["ANN ops (§5)"]) == ann_ops_per_sample(model)
-    # the README's copy is generated from paper_results.py: cell for cell §7's table
-    generated = table_rows(report.paper_table_markdown())
-    assert generated == {(cells[0], cells[1]): cells for cells in table.values()}
 
 
 def test_results_table_columns(tmp_path):
@@ -491,27 +488,24 @@ def test_update_readme_refuses_a_run_narrowed_by_precisions_alone(monkeypatch):
         reproduce.main(["--update-readme", "--precisions", "k1"])
 
 
-def test_update_readme_replaces_only_the_results_block(tmp_path):
-    start, end = report.RESULTS_MARKERS
+@pytest.mark.parametrize("dataset", ["n_mnist", "fashion_mnist"])
+def test_update_readme_replaces_only_the_block_of_its_dataset(tmp_path, dataset):
+    start, end = report.README_BLOCKS[dataset]
+    other_start, other_end = report.README_BLOCKS["fashion_mnist" if dataset == "n_mnist" else "n_mnist"]
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{start}\nold table\n{end}\nthe rest of the README\n")
-    report.update_readme(readme, "new table")
-    assert readme.read_text() == f"intro\n{start}\nnew table\n{end}\nthe rest of the README\n"
+    readme.write_text(f"intro\n{start}\nold table\n{end}\n{other_start}\nother\n{other_end}\nthe rest\n")
+    report.update_readme(readme, "new table", dataset)
+    assert readme.read_text() == f"intro\n{start}\nnew table\n{end}\n{other_start}\nother\n{other_end}\nthe rest\n"
     readme.write_text("no markers\n")
-    with pytest.raises(UserError, match="no <!-- results:start --> ... <!-- results:end --> block"):
-        report.update_readme(readme, "new table")
+    with pytest.raises(UserError, match=f"README.md: no {start} ... {end} block"):
+        report.update_readme(readme, "new table", dataset)
     assert readme.read_text() == "no markers\n"
 
 
-def test_update_readme_also_writes_the_paper_table_where_the_readme_has_its_block(tmp_path):
-    start, end = report.RESULTS_MARKERS
-    paper_start, paper_end = report.PAPER_MARKERS
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{paper_start}\nold paper table\n{paper_end}\nours\n{start}\nold\n{end}\n")
-    report.update_readme(readme, "new table")
-    paper_table = report.paper_table_markdown()
-    assert readme.read_text() == f"{paper_start}\n{paper_table}\n{paper_end}\nours\n{start}\nnew table\n{end}\n"
-    assert "| LeNet | k=1 | 97.86% | 97.86% | 14 | 28,797.4 | 7,120.8 | 3,926,794 | 7,535,808 |" in paper_table
+def test_the_readme_has_the_block_of_each_dataset():
+    readme = (REPO / "README.md").read_text()
+    for start, end in report.README_BLOCKS.values():
+        assert readme.count(start) == 1 and readme.count(end) == 1 and readme.index(start) < readme.index(end)
 
 
 def test_the_demo_has_its_own_data_file_and_short_schedule():

@@ -30,9 +30,9 @@ import numpy as np
 import tensorflow as tf
 
 import snn_engine
-from architectures import DATASETS, layer_macs
+from architectures import layer_macs
 from benchmarks import readme_rows
-from benchmarks.bench_snn import add_simulation_flags, float64_steps, last_spiking_step, load_network
+from benchmarks.bench_snn import add_simulation_flags, dataset_label, float64_steps, last_spiking_step, load_network
 from cli import ArgumentParser, UserError, positive_int, run_main
 
 MODEL = "lenet"
@@ -236,8 +236,7 @@ def main(argv=None):
     print(f"sparse patch products against the dense convolutions, at those samples' spike densities: {sparse}")
     if args.update_docs:
         readme_rows.update_row(
-            f"SNN step profile,{'' if args.dataset == 'n_mnist' else ' ' + DATASETS[args.dataset].title} LeNet "
-            f"{args.precision}, {args.samples:,} samples, T = {args.time_steps}",
+            f"SNN step profile,{dataset_label(args.dataset)} LeNet {args.precision}, {args.samples:,} samples, T = {args.time_steps}",
             f"{calls} steps of {rows} rows, {1e3 * step_seconds / calls:.1f} ms each per worker thread: "
             + "; ".join(f"{kind} {100 * seconds / step_seconds:.0f} %" for kind, seconds in kinds.items())
             + f"; the convolutions at {rates}; silent input patches in a float64 run of {args.patch_samples} "
